@@ -1,0 +1,74 @@
+# The front door. `make help` lists the targets. Every target that runs Python first makes
+# sure .venv matches requirements.lock (rebuilt when the lock's hash changes).
+
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+
+PYTHON ?= $(shell command -v python3.11 2>/dev/null || command -v python3)
+VENV   := .venv
+BIN    := $(CURDIR)/$(VENV)/bin
+LOCK   := requirements.lock
+STAMP  := $(VENV)/.installed-$(shell sha256sum $(LOCK) 2>/dev/null | cut -c1-16)
+PARAMS ?= params.yaml
+
+# Local, embedded defaults; anything already set in the environment wins.
+export PATH := $(BIN):$(PATH)
+export DVC_NO_ANALYTICS := 1
+export GX_ANALYTICS_ENABLED := false
+export PREFECT_HOME ?= $(CURDIR)/.prefect
+export PREFECT_LOGGING_EXTRA_LOGGERS ?= tabreg
+
+TAB := python -m tabreg --params $(PARAMS)
+
+.PHONY: help setup run repro ingest validate split check-file generate test test-fast lint clean distclean
+
+help: ## list the targets
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+
+$(STAMP): $(LOCK)
+	@test -n "$(PYTHON)" || { echo "error: python3.11 not found" >&2; exit 1; }
+	@echo "Creating $(VENV) from $(LOCK) with $(PYTHON) ..."
+	rm -rf $(VENV)
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r $(LOCK)
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	touch $@
+
+setup: $(STAMP) ## create .venv from requirements.lock (only when missing or the lock changed)
+
+run: $(STAMP) ## run the training flow (Prefect) on the configured data; skips what is up to date
+	python flows/training.py --params $(PARAMS)
+
+repro: $(STAMP) ## run the same pipeline with `dvc repro` (the DVC driver)
+	dvc repro
+
+ingest: $(STAMP) ## DVC stage ingest: fetch + verify the source, append landing batches
+	dvc repro ingest
+
+validate: $(STAMP) ## DVC stage validate (and ingest if out of date): the data contracts
+	dvc repro validate
+
+split: $(STAMP) ## DVC stage split (and what it needs): stratified train/test tables
+	dvc repro split
+
+check-file: $(STAMP) ## check a CSV against the batch contract: make check-file FILE=new.csv
+	$(TAB) check-file $(FILE)
+
+generate: $(STAMP) ## write synthetic data: make generate ROWS=20000 OUT=data/landing/gen.csv
+	$(TAB) generate --rows $(or $(ROWS),20000) --seed $(or $(SEED),0) --out $(or $(OUT),data/landing/generated.csv)
+
+test: $(STAMP) ## run the whole test suite (unit, integration, end-to-end on the real data)
+	python -m pytest
+
+test-fast: $(STAMP) ## unit tests only
+	python -m pytest tests/unit
+
+lint: $(STAMP) ## ruff
+	ruff check src flows tests
+
+clean: ## remove pipeline outputs and caches (keeps .venv, the DVC cache and data/landing)
+	rm -rf data/raw data/split reports/validation .cache .pytest_cache .ruff_cache
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +
+
+distclean: clean ## clean, and remove .venv and the local Prefect home
+	rm -rf $(VENV) .prefect

@@ -1,0 +1,3 @@
+from tabreg.cli import main
+
+main()

@@ -1,0 +1,231 @@
+"""One typed, frozen configuration loaded from ``params.yaml``.
+
+Everything problem-specific (columns, target, strata, slices) and every knob of the pipeline
+lives in ``params.yaml``; this module turns it into immutable models so that a wrong key or a
+wrong type fails at start, with the key's dotted path in the message, rather than deep inside
+a step. Environment variables override only the values that differ from machine to machine
+(see :data:`ENV_OVERRIDES`).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from tabreg.errors import ConfigError
+
+#: Environment variables that override a configuration value, and the dotted key they set.
+ENV_OVERRIDES: dict[str, str] = {
+    "DATA_SOURCE": "data.source",
+}
+
+#: Columns the pipeline adds to every table it writes: a stable row identity and the file
+#: (base archive or landing batch) the row came from.
+ROW_ID = "row_id"
+BATCH = "batch"
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+
+class DataConfig(_Frozen):
+    """Where the raw data comes from and how it is verified."""
+
+    source: str = Field(min_length=1)
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
+    member: str = Field(min_length=1, description="path of the CSV inside the archive")
+    landing_dir: str = "data/landing"
+    id_column: str | None = None
+
+
+class SchemaConfig(_Frozen):
+    """The columns of the table: what is predicted and from what."""
+
+    target: str
+    numeric: tuple[str, ...] = Field(min_length=1)
+    categorical: tuple[str, ...] = ()
+
+    @property
+    def features(self) -> tuple[str, ...]:
+        return self.numeric + self.categorical
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        """Every column a source file must have, in canonical order."""
+        return self.features + (self.target,)
+
+    @model_validator(mode="after")
+    def _distinct(self) -> SchemaConfig:
+        seen: set[str] = set()
+        for name in self.columns:
+            if name in seen:
+                raise ValueError(f"column {name!r} is listed twice (target, numeric, categorical)")
+            if name in (ROW_ID, BATCH):
+                raise ValueError(f"column name {name!r} is reserved for the pipeline")
+            seen.add(name)
+        return self
+
+
+class PathsConfig(_Frozen):
+    """Where each step writes, relative to the project root (``dvc.yaml`` uses the same keys)."""
+
+    raw: str = "data/raw/table.parquet"
+    train: str = "data/split/train.parquet"
+    test: str = "data/split/test.parquet"
+    reports: str = "reports"
+
+
+class ValidateConfig(_Frozen):
+    raw_suite: str = "expectations/raw.json"
+    batch_suite: str = "expectations/batch.json"
+    sample_size: int = Field(default=5, ge=1, description="failing values shown per expectation")
+
+
+class Binning(_Frozen):
+    """A numeric column cut into labelled intervals, right-closed like ``pandas.cut``."""
+
+    column: str
+    bins: tuple[float, ...] = Field(min_length=2)
+    labels: tuple[str, ...] | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> Binning:
+        if any(not a < b for a, b in zip(self.bins, self.bins[1:], strict=False)):
+            raise ValueError(f"bins must increase strictly, got {list(self.bins)}")
+        if any(math.isnan(b) for b in self.bins):
+            raise ValueError("bins must not contain NaN")
+        if self.labels is not None and len(self.labels) != len(self.bins) - 1:
+            raise ValueError(
+                f"{len(self.bins) - 1} intervals need as many labels, got {len(self.labels)}"
+            )
+        return self
+
+    @property
+    def interval_labels(self) -> tuple[str, ...]:
+        if self.labels is not None:
+            return self.labels
+        return tuple(str(i) for i in range(1, len(self.bins)))
+
+
+class SplitConfig(_Frozen):
+    strategy: Literal["hash", "random"] = "hash"
+    test_size: float = Field(default=0.2, gt=0, lt=1)
+    seed: int = 42
+    strata: Binning
+
+
+class Slice(_Frozen):
+    """A way to cut the test set for per-slice metrics: by category, or by bins of a number."""
+
+    name: str
+    column: str
+    bins: tuple[float, ...] | None = None
+    labels: tuple[str, ...] | None = None
+
+    @model_validator(mode="after")
+    def _check(self) -> Slice:
+        if self.bins is not None:
+            Binning(column=self.column, bins=self.bins, labels=self.labels)
+        elif self.labels is not None:
+            raise ValueError("labels need bins")
+        return self
+
+
+class EvaluateConfig(_Frozen):
+    slices: tuple[Slice, ...] = ()
+
+
+class Config(_Frozen):
+    data: DataConfig
+    schema_: SchemaConfig = Field(alias="schema")
+    paths: PathsConfig = PathsConfig()
+    validate_: ValidateConfig = Field(default=ValidateConfig(), alias="validate")
+    split: SplitConfig
+    evaluate: EvaluateConfig = EvaluateConfig()
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    @property
+    def schema(self) -> SchemaConfig:  # type: ignore[override]
+        return self.schema_
+
+    @property
+    def validation(self) -> ValidateConfig:
+        return self.validate_
+
+    @model_validator(mode="after")
+    def _columns_exist(self) -> Config:
+        known = set(self.schema_.columns)
+        where = [("split.strata.column", self.split.strata.column)]
+        where += [(f"evaluate.slices.{i}.column", s.column)
+                  for i, s in enumerate(self.evaluate.slices)]
+        if self.data.id_column is not None:
+            where.append(("data.id_column", self.data.id_column))
+        for key, column in where:
+            if column not in known:
+                raise ValueError(f"{key}: {column!r} is not a column of the schema {sorted(known)}")
+        return self
+
+
+def _format_errors(exc: ValidationError, origin: str) -> str:
+    lines = []
+    for err in exc.errors():
+        path = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = "unknown key"
+        elif err["type"] == "missing":
+            msg = "required key is missing"
+        lines.append(f"  {path}: {msg}")
+    return f"{origin}: invalid configuration\n" + "\n".join(lines)
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    *parents, leaf = dotted.split(".")
+    node = tree
+    for key in parents:
+        child = node.get(key)
+        if not isinstance(child, dict):
+            child = {}
+            node[key] = child
+        node = child
+    node[leaf] = value
+
+
+def parse_config(raw: Mapping[str, Any], env: Mapping[str, str] | None = None,
+                 origin: str = "params") -> Config:
+    """Validate a parsed ``params.yaml`` tree, applying environment overrides first."""
+    if not isinstance(raw, Mapping):
+        raise ConfigError(
+            f"{origin}: expected a mapping at the top level, got {type(raw).__name__}")
+    tree = yaml.safe_load(yaml.safe_dump(dict(raw)))  # deep copy of plain data
+    for var, dotted in ENV_OVERRIDES.items():
+        value = (env or {}).get(var)
+        if value:
+            _set_dotted(tree, dotted, value)
+    try:
+        return Config.model_validate(tree)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(exc, origin)) from None
+
+
+def load_config(path: str | os.PathLike[str] = "params.yaml",
+                env: Mapping[str, str] | None = None) -> Config:
+    """Load and validate ``params.yaml``; ``env`` defaults to the process environment."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: configuration file not found") from None
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    return parse_config(raw or {}, os.environ if env is None else env, origin=str(path))

@@ -1,0 +1,1 @@
+"""The data layer: ingest (source, archive, identity), validation, split, synthetic data."""

@@ -1,0 +1,151 @@
+"""Ingest: from a verified source file and landing batches to one raw table.
+
+The raw table is a pure function of the source archive and the batch files: the base file's rows
+in file order, then each landing batch (in file-name order) with the rows already present
+dropped. Every row carries a stable identity (``row_id``) and the name of the file it came from
+(``batch``), which later steps use to de-duplicate, split and trace lineage. Structural problems
+(empty file, wrong delimiter, wrong columns, text in numbers, repeated rows) are reported here,
+with file, column and line, before anything is written; content rules are the validation
+step's job.
+"""
+
+from __future__ import annotations
+
+import csv
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from tabreg.config import BATCH, ROW_ID, SchemaConfig
+from tabreg.data.identity import row_ids
+from tabreg.errors import SchemaError
+
+_SAMPLE = 5
+
+
+@dataclass(frozen=True)
+class BatchInfo:
+    """What one file contributed to the raw table."""
+
+    name: str
+    rows_read: int
+    rows_added: int
+    rows_already_present: int
+
+
+def _header(path: Path, name: str) -> list[str]:
+    try:
+        return list(pd.read_csv(path, nrows=0).columns)
+    except pd.errors.EmptyDataError:
+        raise SchemaError(f"{name}: file is empty (no header, no rows)") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise SchemaError(f"{name}: not a readable CSV file ({exc})") from None
+
+
+def _check_header(header: Sequence[str], schema: SchemaConfig, name: str) -> None:
+    expected = list(schema.columns)
+    if len(header) == 1 and len(expected) > 1:
+        for delimiter in (";", "\t", "|"):
+            if delimiter in header[0]:
+                raise SchemaError(
+                    f"{name}: the header is one field {header[0][:60]!r}...: the file looks "
+                    f"delimited by {delimiter!r}; expected a comma-separated file"
+                )
+    repeated = sorted({c for c in header if header.count(c) > 1})
+    missing = [c for c in expected if c not in header]
+    extra = [c for c in header if c not in expected]
+    problems = []
+    if repeated:
+        problems.append(f"repeated columns {repeated}")
+    if missing:
+        problems.append(f"missing columns {missing}")
+    if extra:
+        problems.append(f"unexpected columns {extra}")
+    if missing and extra:
+        problems.append("(renamed columns?)")
+    if problems:
+        raise SchemaError(
+            f"{name}: wrong columns: " + ", ".join(problems)
+            + f"; expected exactly {expected} (schema in params.yaml)"
+        )
+
+
+def _non_numeric(text: pd.DataFrame, columns: Iterable[str]) -> list[str]:
+    lines = []
+    for column in columns:
+        raw = text[column]
+        bad = pd.to_numeric(raw, errors="coerce").isna() & raw.notna()
+        if bad.any():
+            where = np.flatnonzero(bad.to_numpy())
+            shown = ", ".join(f"line {i + 2}: {raw.iloc[i]!r}" for i in where[:_SAMPLE])
+            lines.append(f"column {column!r}: {len(where)} non-numeric values ({shown})")
+    return lines
+
+
+def read_csv(path: Path, schema: SchemaConfig, name: str | None = None) -> pd.DataFrame:
+    """Read one CSV file into the schema's columns and types, or say precisely what is wrong."""
+    name = name or path.name
+    _check_header(_header(path, name), schema, name)
+    dtypes = {c: "float64" for c in schema.numeric} | {c: "str" for c in schema.categorical}
+    dtypes[schema.target] = "float64"
+    try:
+        frame = pd.read_csv(path, dtype=dtypes)
+    except (ValueError, pd.errors.ParserError):
+        text = pd.read_csv(path, dtype="str", quoting=csv.QUOTE_MINIMAL, on_bad_lines="error")
+        problems = _non_numeric(text, (*schema.numeric, schema.target))
+        if not problems:
+            raise
+        raise SchemaError(f"{name}: text in numeric columns: " + "; ".join(problems)) from None
+    if frame.empty:
+        raise SchemaError(f"{name}: the file has a header but no rows")
+    return frame[list(schema.columns)].reset_index(drop=True)
+
+
+def with_identity(frame: pd.DataFrame, schema: SchemaConfig, batch: str,
+                  id_column: str | None = None) -> pd.DataFrame:
+    """Prefix the identity and lineage columns; refuse a file that repeats a row."""
+    keys = [id_column] if id_column else list(schema.columns)
+    ids = row_ids(frame, keys)
+    repeated = ids.duplicated(keep="first").to_numpy()
+    if repeated.any():
+        first_line = {rid: i + 2 for i, rid in reversed(list(enumerate(ids)))}
+        where = np.flatnonzero(repeated)
+        shown = ", ".join(f"line {i + 2} repeats line {first_line[ids.iloc[i]]}"
+                          for i in where[:_SAMPLE])
+        what = f"the same {id_column!r}" if id_column else "identical values"
+        raise SchemaError(f"{batch}: {len(where)} duplicated rows with {what} ({shown})")
+    out = frame.copy()
+    out.insert(0, BATCH, pd.Series(batch, index=frame.index, dtype="str"))
+    out.insert(0, ROW_ID, ids)
+    return out
+
+
+def append_batches(base: pd.DataFrame, batches: Iterable[pd.DataFrame]
+                   ) -> tuple[pd.DataFrame, list[BatchInfo]]:
+    """Append identified batches to the base table, dropping rows it already holds."""
+    parts = [base]
+    seen = set(base[ROW_ID])
+    infos = [BatchInfo(str(base[BATCH].iloc[0]), len(base), len(base), 0)]
+    for batch in batches:
+        new = ~batch[ROW_ID].isin(seen).to_numpy()
+        parts.append(batch[new])
+        seen.update(batch[ROW_ID][new])
+        infos.append(BatchInfo(str(batch[BATCH].iloc[0]), len(batch), int(new.sum()),
+                               int((~new).sum())))
+    table = pd.concat(parts, ignore_index=True) if len(parts) > 1 else base.reset_index(drop=True)
+    return table, infos
+
+
+def landing_files(landing_dir: Path) -> list[Path]:
+    """The batch files waiting in the landing folder, in name order (name them by date)."""
+    if not landing_dir.is_dir():
+        return []
+    return sorted(p for p in landing_dir.iterdir()
+                  if p.is_file() and p.name.lower().endswith((".csv", ".csv.gz")))
+
+
+def summary(infos: Sequence[BatchInfo], table: pd.DataFrame) -> dict:
+    return {"rows": len(table), "batches": [asdict(i) for i in infos]}

@@ -1,0 +1,63 @@
+"""Atomic file output.
+
+Every file a step writes goes through here: the content is written to a temporary file in the
+destination's folder and renamed over the destination only once complete, so a failing or
+killed step never leaves a half-written table and never destroys the previous good output.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import uuid
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; move it onto ``path`` if the block succeeds."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Not mkstemp: its 0600 mode would survive the rename; a fresh name created by the writer
+    # gets the usual umask-based mode.
+    tmp_path = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+    try:
+        yield tmp_path
+        os.replace(tmp_path, path)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
+def _write(path: str | os.PathLike[str], writer: Callable[[Path], None]) -> Path:
+    with atomic_path(path) as tmp:
+        writer(tmp)
+    return Path(path)
+
+
+def write_table(frame: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
+    """Write a table as Parquet (types kept, byte-identical for identical frames)."""
+    return _write(path, lambda tmp: frame.to_parquet(tmp, index=False))
+
+
+def write_json(data: Any, path: str | os.PathLike[str]) -> Path:
+    text = json.dumps(data, indent=2, sort_keys=False, default=str) + "\n"
+    return _write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def write_text(text: str, path: str | os.PathLike[str]) -> Path:
+    return _write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def read_table(path: str | os.PathLike[str]) -> pd.DataFrame:
+    """Read a table written by :func:`write_table`, with a clear error if it is missing."""
+    from tabreg.errors import SchemaError
+
+    path = Path(path)
+    if not path.exists():
+        raise SchemaError(f"{path}: table not found; run the step that writes it first")
+    return pd.read_parquet(path)

@@ -1,0 +1,133 @@
+"""The pipeline's steps as callables of (config, project root).
+
+Each step reads its inputs from the paths in the configuration, calls the pure functions of the
+data layer, and writes its outputs atomically. The CLI (and so every DVC stage) and the Prefect
+flow call these same functions, so ``dvc repro`` and the flow cannot disagree about what a step
+does. Each returns a small JSON-able summary.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import urllib.parse
+from collections.abc import Callable
+from pathlib import Path
+
+from tabreg.config import BATCH, Config
+from tabreg.errors import ValidationFailed
+from tabreg.io import read_table, write_json, write_table, write_text
+
+log = logging.getLogger(__name__)
+
+#: Where downloaded sources and extracted members are kept (git- and DVC-ignored).
+CACHE_DIR = ".cache"
+
+
+def _reports(config: Config, root: Path) -> Path:
+    return root / config.paths.reports
+
+
+def base_batch_name(config: Config) -> str:
+    """The ``batch`` label of the base file's rows: named by checksum, not by location, so
+    pointing ``DATA_SOURCE`` at a mirror of the same file changes nothing downstream."""
+    return f"source@{config.data.sha256[:12]}"
+
+
+def ingest(config: Config, root: Path) -> dict:
+    from tabreg.data import archive, source
+    from tabreg.data import ingest as ing
+
+    data = config.data
+    fetched = source.fetch(data.source, data.sha256, root=root,
+                           cache_dir=root / CACHE_DIR / "downloads")
+    name = Path(urllib.parse.urlparse(data.source).path).name or fetched.name
+    if archive.is_archive_name(name):
+        csv_path = archive.extract_member(
+            fetched, data.member, root / CACHE_DIR / "extract" / data.sha256[:16] / "member.csv")
+        shown = f"{name}:{data.member}"
+    else:
+        csv_path, shown = fetched, name
+    base = ing.with_identity(ing.read_csv(csv_path, config.schema, shown), config.schema,
+                             base_batch_name(config), data.id_column)
+    batches = [
+        ing.with_identity(ing.read_csv(path, config.schema), config.schema, path.name,
+                          data.id_column)
+        for path in ing.landing_files(root / data.landing_dir)
+    ]
+    table, infos = ing.append_batches(base, batches)
+    write_table(table, root / config.paths.raw)
+    result = {"source": data.source, "sha256": data.sha256, **ing.summary(infos, table)}
+    write_json(result, _reports(config, root) / "ingest.json")
+    log.info("ingest: %d rows (%d files) -> %s", len(table), len(infos), config.paths.raw)
+    return result
+
+
+def validation_dir(config: Config, root: Path) -> Path:
+    return _reports(config, root) / "validation"
+
+
+def validate(config: Config, root: Path) -> dict:
+    """Validate the raw table (raw contract) and each appended batch (batch contract)."""
+    from tabreg.data import validate as val
+
+    table = read_table(root / config.paths.raw)
+    out = validation_dir(config, root)
+    sample = config.validation.sample_size
+    reports = {"raw": val.validate_frame(table, root / config.validation.raw_suite,
+                                         sample_size=sample)}
+    base = base_batch_name(config)
+    for name in table[BATCH].unique():
+        if name != base:
+            rows = table[table[BATCH] == name].reset_index(drop=True)
+            reports[f"batch-{name}"] = val.validate_frame(
+                rows, root / config.validation.batch_suite, sample_size=sample)
+    files = {key: {k: str(v.relative_to(root)) for k, v in val.write_report(rep, out, key).items()}
+             for key, rep in reports.items()}
+    result = {
+        "success": all(r.success for r in reports.values()),
+        "tables": {key: {"success": r.success, "evaluated": r.evaluated,
+                         "failed": len(r.failures), "files": files[key]}
+                   for key, r in reports.items()},
+    }
+    write_json(result, out / "summary.json")
+    failed = [key for key, r in reports.items() if not r.success]
+    if failed:
+        text = "\n\n".join(reports[key].summary() for key in failed)
+        raise ValidationFailed(
+            f"validation failed for {', '.join(failed)}; nothing downstream was run.\n{text}\n"
+            f"Full results: {out.relative_to(root)}/ (JSON and HTML)")
+    log.info("validate: %d tables pass their contracts", len(reports))
+    return result
+
+
+def _require_valid(config: Config, root: Path) -> None:
+    summary = validation_dir(config, root) / "summary.json"
+    if summary.exists() and not json.loads(summary.read_text())["success"]:
+        raise ValidationFailed(
+            f"the last validation failed ({summary.relative_to(root)}): fix the data and "
+            "run the validate step before splitting")
+
+
+def split(config: Config, root: Path) -> dict:
+    from tabreg.data import split as sp
+
+    _require_valid(config, root)
+    table = read_table(root / config.paths.raw)
+    result = sp.split(table, config.split)
+    write_table(result.train, root / config.paths.train)
+    write_table(result.test, root / config.paths.test)
+    rep = sp.report(table, result, config.split)
+    write_json(rep, _reports(config, root) / "split.json")
+    write_text(sp.report_markdown(rep), _reports(config, root) / "split.md")
+    log.info("split (%s): %d train, %d test rows", config.split.strategy,
+             len(result.train), len(result.test))
+    return rep
+
+
+#: The steps in pipeline order; each is also a DVC stage of the same name.
+STEPS: dict[str, Callable[[Config, Path], dict]] = {
+    "ingest": ingest,
+    "validate": validate,
+    "split": split,
+}

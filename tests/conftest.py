@@ -1,0 +1,114 @@
+"""Shared fixtures: the project's own files, the real dataset when reachable, and throwaway
+projects (a copy of the pipeline definition with generated data) for integration tests."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[1]
+REAL_SHA256 = "354f441b3af4eb54e07818501dafc9b0865162d85a24769d754238acedc82ae1"
+PROJECT_FILES = ("params.yaml", "dvc.yaml", ".dvcignore", "expectations", "src/tabreg")
+
+os.environ.setdefault("DVC_NO_ANALYTICS", "1")
+os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+
+
+def real_dataset() -> Path | None:
+    """The real archive: $DATA_SOURCE when it is a local file, else ../shared/datasets/."""
+    candidates = [os.environ.get("DATA_SOURCE", ""),
+                  str(ROOT.parent / "shared/datasets/housing.tgz")]
+    for candidate in candidates:
+        path = Path(candidate.removeprefix("file://")) if candidate else None
+        if path and not path.is_absolute():
+            path = ROOT / path
+        if path and path.is_file():
+            return path
+    return None
+
+
+#: Read once, before any test clears DATA_SOURCE for its own throwaway project.
+REAL_ARCHIVE = real_dataset()
+
+
+@pytest.fixture(scope="session")
+def real_archive() -> Path:
+    path = REAL_ARCHIVE
+    if path is None:
+        pytest.skip("real dataset not reachable: set DATA_SOURCE to housing.tgz "
+                    "(CI uses ../shared/datasets/housing.tgz)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def params() -> dict:
+    return yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+def _write_params(root: Path, params: dict) -> None:
+    (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+
+
+def copy_project(root: Path, params: dict) -> Path:
+    """Copy the pipeline definition (params, dvc.yaml, suites, code) into ``root``."""
+    root.mkdir(parents=True)
+    for name in PROJECT_FILES:
+        src, dst = ROOT / name, root / name
+        if src.is_dir():
+            shutil.copytree(src, dst, ignore=shutil.ignore_patterns("__pycache__"))
+        else:
+            dst.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dst)
+    (root / "data/landing").mkdir(parents=True)
+    _write_params(root, params)
+    return root
+
+
+def init_repo(root: Path) -> None:
+    """Make ``root`` a git + DVC repository with one commit, as a user's clone is."""
+
+    def run(*cmd: str) -> None:
+        subprocess.run(cmd, cwd=root, check=True, capture_output=True)
+
+    run("git", "init", "-q")
+    run("dvc", "init", "-q")
+    run("dvc", "config", "core.analytics", "false")
+    run("git", "add", "-A")
+    run("git", "-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qm", "init")
+
+
+@pytest.fixture
+def make_project(tmp_path: Path, params: dict, monkeypatch) -> Callable[..., Path]:
+    """Build a project in tmp_path whose source archive holds ``rows`` generated districts.
+
+    DATA_SOURCE is cleared: it would override the project's generated source.
+    """
+    monkeypatch.delenv("DATA_SOURCE", raising=False)
+
+    def build(rows: int = 3000, seed: int = 0, git: bool = False, **overrides: dict) -> Path:
+        from tabreg.data import synthetic
+
+        archive = tmp_path / "source" / "housing.tgz"
+        sha = synthetic.write_archive(synthetic.generate(rows, seed=seed), archive)
+        tree = yaml.safe_load(yaml.safe_dump(params))
+        tree["data"].update(source=str(archive), sha256=sha)
+        for section, values in overrides.items():
+            tree[section].update(values)
+        root = copy_project(tmp_path / "project", tree)
+        if git:
+            init_repo(root)
+        return root
+
+    return build
+
+
+def set_params(root: Path, section: str, **values) -> None:
+    tree = yaml.safe_load((root / "params.yaml").read_text())
+    tree[section].update(values)
+    _write_params(root, tree)
