@@ -57,9 +57,11 @@ def ingest(config: Config, root: Path) -> dict:
     ]
     table, infos = ing.append_batches(base, batches)
     write_table(table, root / config.paths.raw)
-    result = {"source": data.source, "sha256": data.sha256, **ing.summary(infos, table)}
+    # The report is tracked by git: it names the data by checksum, not by where it was read.
+    result = {"sha256": data.sha256, "member": data.member, **ing.summary(infos, table)}
     write_json(result, _reports(config, root) / "ingest.json")
-    log.info("ingest: %d rows (%d files) -> %s", len(table), len(infos), config.paths.raw)
+    log.info("ingest: %d rows (%d files) from %s -> %s", len(table), len(infos), data.source,
+             config.paths.raw)
     return result
 
 
