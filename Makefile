@@ -10,6 +10,8 @@ BIN    := $(CURDIR)/$(VENV)/bin
 LOCK   := requirements.lock
 STAMP  := $(VENV)/.installed-$(shell sha256sum $(LOCK) 2>/dev/null | cut -c1-16)
 PARAMS ?= params.yaml
+PROFILE ?= default
+UI_PORT ?= 5000
 
 # Local, embedded defaults; anything already set in the environment wins.
 export PATH := $(BIN):$(PATH)
@@ -21,7 +23,8 @@ export PREFECT_LOGGING_EXTRA_LOGGERS ?= tabreg
 
 TAB := python -m tabreg --params $(PARAMS)
 
-.PHONY: help setup run repro ingest validate split check-file generate test test-fast lint clean distclean
+.PHONY: help setup profile run repro ingest validate split features tune train evaluate ui \
+	check-file generate test test-fast lint clean distclean
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -37,10 +40,14 @@ $(STAMP): $(LOCK)
 
 setup: $(STAMP) ## create .venv from requirements.lock (only when missing or the lock changed)
 
-run: $(STAMP) ## run the training flow (Prefect) on the configured data; skips what is up to date
+profile: # record the budget profile (PROFILE=quick|default) where DVC sees it
+	@[ "$$(cat profile.yaml 2>/dev/null)" = "profile: $(PROFILE)" ] || \
+		printf 'profile: %s\n' '$(PROFILE)' > profile.yaml
+
+run: $(STAMP) profile ## run the training flow (Prefect); PROFILE=quick for a one-minute budget
 	python flows/training.py --params $(PARAMS)
 
-repro: $(STAMP) ## run the same pipeline with `dvc repro` (the DVC driver)
+repro: $(STAMP) profile ## run the same pipeline with `dvc repro` (the DVC driver)
 	dvc repro
 
 ingest: $(STAMP) ## DVC stage ingest: fetch + verify the source, append landing batches
@@ -51,6 +58,21 @@ validate: $(STAMP) ## DVC stage validate (and ingest if out of date): the data c
 
 split: $(STAMP) ## DVC stage split (and what it needs): stratified train/test tables
 	dvc repro split
+
+features: $(STAMP) ## DVC stage features: fit the feature pipeline on train, report the features
+	dvc repro features
+
+tune: $(STAMP) profile ## DVC stage tune: the Optuna study (resumes an interrupted one)
+	dvc repro tune
+
+train: $(STAMP) profile ## DVC stage train: refit the best configuration, log the model
+	dvc repro train
+
+evaluate: $(STAMP) profile ## DVC stage evaluate: metrics, interval, slices, plots, model card
+	dvc repro evaluate
+
+ui: $(STAMP) ## MLflow UI on http://127.0.0.1:$(UI_PORT) over the same store as the runs
+	mlflow ui --backend-store-uri "$$($(TAB) -q tracking-uri)" --host 127.0.0.1 --port $(UI_PORT)
 
 check-file: $(STAMP) ## check a CSV against the batch contract: make check-file FILE=new.csv
 	$(TAB) check-file $(FILE)
@@ -68,7 +90,8 @@ lint: $(STAMP) ## ruff
 	ruff check src flows tests
 
 clean: ## remove pipeline outputs and caches (keeps .venv, the DVC cache and data/landing)
-	rm -rf data/raw data/split reports/validation .cache .pytest_cache .ruff_cache
+	rm -rf data/raw data/split reports/validation reports/plots reports/tuning models \
+		.cache .pytest_cache .ruff_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 
 distclean: clean ## clean, and remove .venv and the local Prefect home

@@ -16,9 +16,9 @@ from pathlib import Path
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from tabreg import steps
 from tabreg.config import load_config
 from tabreg.pipeline import data_version, record_stage, stage_changes
-from tabreg.steps import STEPS
 
 
 @task(cache_policy=NO_CACHE, retries=0)
@@ -33,7 +33,7 @@ def run_stage(name: str, params: str, root: str) -> dict:
     logger.info("%s: %s", name, changes)
     config = load_config(base / params)  # re-read: an earlier stage may not change it, but
     started = time.perf_counter()        # each task must stand alone when retried
-    result = STEPS[name](config, base)
+    result = steps.get(name)(config, base)
     seconds = time.perf_counter() - started
     record_stage(base, name)
     logger.info("%s: done in %.2f s", name, seconds)
@@ -42,9 +42,13 @@ def run_stage(name: str, params: str, root: str) -> dict:
 
 @flow(name="training", log_prints=True)
 def training(params: str = "params.yaml", root: str = ".") -> list[dict]:
-    """ingest -> validate -> split (later: features, tune, train, evaluate, register)."""
-    load_config(Path(root) / params)  # fail on a bad configuration before any step runs
-    return [run_stage(name, params, root) for name in STEPS]
+    """ingest -> validate -> split -> features -> tune -> train -> evaluate."""
+    from tabreg.steps.model import preflight
+
+    # A bad configuration, an unreachable tracking store or a missing GPU fails here, before
+    # any step runs.
+    preflight(load_config(Path(root) / params), Path(root))
+    return [run_stage(name, params, root) for name in steps.STEP_NAMES]
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -73,18 +77,32 @@ def summary(stages: list[dict], root: Path, params: str) -> str:
     for s in stages:
         state = f"ran in {s['seconds']:.2f} s" if s["ran"] else "up to date (skipped)"
         lines.append(f"  {s['stage']:<10} {state}")
-    ingest = json.loads((reports / "ingest.json").read_text())
-    split = json.loads((reports / "split.json").read_text())
+    def report(name: str) -> dict | None:
+        path = reports / name
+        return json.loads(path.read_text()) if path.exists() else None
+
+    ingest, split = report("ingest.json"), report("split.json")
+    tuning = json.loads(p.read_text()) if (p := root / "models/tuning.json").exists() else None
+    scores = report("metrics.json")
     version = data_version(root, config.paths.raw) or "not recorded"
-    lines += [
-        f"  data       {ingest['rows']} rows from {len(ingest['batches'])} file(s), "
-        f"version {version} (DVC md5 of {config.paths.raw})",
-        f"  validation passed: {config.paths.reports}/validation/",
-        f"  split      {split['strategy']}: {split['rows']['train']} train / "
-        f"{split['rows']['test']} test rows; largest stratum deviation "
-        f"{100 * split['max_stratum_test_share_deviation']:.2f} points "
-        f"({config.paths.reports}/split.md)",
-    ]
+    if ingest:
+        lines.append(f"  data       {ingest['rows']} rows from {len(ingest['batches'])} "
+                     f"file(s), version {version} (DVC md5 of {config.paths.raw})")
+    lines.append(f"  validation passed: {config.paths.reports}/validation/")
+    if split:
+        lines.append(f"  split      {split['strategy']}: {split['rows']['train']} train / "
+                     f"{split['rows']['test']} test rows; largest stratum deviation "
+                     f"{100 * split['max_stratum_test_share_deviation']:.2f} points")
+    if tuning:
+        trials = ", ".join(f"{n} {state.lower()}" for state, n in tuning["trials"].items())
+        lines.append(f"  tuning     best {tuning['best']['family']}, CV RMSE "
+                     f"{tuning['best_cv_rmse']:,.0f} ({trials}; study {tuning['study']})")
+    if scores:
+        lines.append(f"  test       RMSE {scores['rmse']:,.0f} "
+                     f"({100 * scores['confidence']:.0f}% interval {scores['rmse_low']:,.0f}-"
+                     f"{scores['rmse_high']:,.0f}), MAE {scores['mae']:,.0f}, "
+                     f"R^2 {scores['r2']:.3f}")
+        lines.append(f"  model card {config.paths.reports}/model_card.md; runs: make ui")
     return "\n".join(lines)
 
 

@@ -14,7 +14,30 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 REAL_SHA256 = "354f441b3af4eb54e07818501dafc9b0865162d85a24769d754238acedc82ae1"
-PROJECT_FILES = ("params.yaml", "dvc.yaml", ".dvcignore", "expectations", "src/tabreg")
+PROJECT_FILES = ("params.yaml", "profile.yaml", "dvc.yaml", ".dvcignore", "expectations",
+                 "src/tabreg")
+#: Environment variables that would point a throwaway project at the user's data or stores.
+PER_MACHINE = ("DATA_SOURCE", "MLFLOW_TRACKING_URI", "OPTUNA_STORAGE")
+
+#: A budget small enough for tests: every family, a few trials, seconds each.
+TINY = {
+    "tune": {
+        "n_trials": 4, "timeout": 120, "cv_folds": 2,
+        "space": {
+            "features": {"n_clusters": {"low": 3, "high": 8, "int": True},
+                         "gamma": {"low": 0.5, "high": 1.5}},
+            "random_forest": {"n_estimators": {"low": 10, "high": 30, "int": True},
+                              "max_features": {"low": 2, "high": 8, "int": True}},
+            "hist_gradient_boosting": {"max_iter": {"low": 20, "high": 60, "int": True},
+                                       "learning_rate": {"low": 0.05, "high": 0.2}},
+            "mlp": {"depth": {"low": 1, "high": 2, "int": True},
+                    "width": {"choices": [16, 32]},
+                    "learning_rate": {"low": 0.001, "high": 0.01, "log": True}},
+        },
+    },
+    "train": {"max_epochs": 6, "patience": 3},
+    "evaluate": {"bootstrap": 100},
+}
 
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
@@ -49,6 +72,17 @@ def real_archive() -> Path:
 @pytest.fixture(scope="session")
 def params() -> dict:
     return yaml.safe_load((ROOT / "params.yaml").read_text())
+
+
+def merge(base: dict, overlay: dict) -> dict:
+    """Deep merge (overlay wins), on copies."""
+    out = dict(base)
+    for key, value in overlay.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and key != "space":
+            out[key] = merge(out[key], value)
+        else:
+            out[key] = value
+    return out
 
 
 def _write_params(root: Path, params: dict) -> None:
@@ -87,19 +121,23 @@ def init_repo(root: Path) -> None:
 def make_project(tmp_path: Path, params: dict, monkeypatch) -> Callable[..., Path]:
     """Build a project in tmp_path whose source archive holds ``rows`` generated districts.
 
-    DATA_SOURCE is cleared: it would override the project's generated source.
+    Per-machine variables (DATA_SOURCE, MLFLOW_TRACKING_URI, OPTUNA_STORAGE) are cleared: the
+    project keeps its own source and its own embedded stores. ``overrides`` are deep-merged
+    into params.yaml (e.g. ``tiny=True`` for the test budget, ``split={"test_size": 0.25}``).
     """
-    monkeypatch.delenv("DATA_SOURCE", raising=False)
+    for var in PER_MACHINE:
+        monkeypatch.delenv(var, raising=False)
 
-    def build(rows: int = 3000, seed: int = 0, git: bool = False, **overrides: dict) -> Path:
+    def build(rows: int = 3000, seed: int = 0, git: bool = False, tiny: bool = True,
+              **overrides: dict) -> Path:
         from tabreg.data import synthetic
 
         archive = tmp_path / "source" / "housing.tgz"
         sha = synthetic.write_archive(synthetic.generate(rows, seed=seed), archive)
         tree = yaml.safe_load(yaml.safe_dump(params))
         tree["data"].update(source=str(archive), sha256=sha)
-        for section, values in overrides.items():
-            tree[section].update(values)
+        tree = merge(tree, TINY) if tiny else tree
+        tree = merge(tree, overrides)
         root = copy_project(tmp_path / "project", tree)
         if git:
             init_repo(root)

@@ -24,7 +24,12 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("ingest", help="fetch, verify and extract the source; append landing batches")
     sub.add_parser("validate", help="check the raw table and each batch against their contracts")
     sub.add_parser("split", help="stratified train/test split and its report")
+    sub.add_parser("features", help="fit the feature pipeline on train; report the features")
+    sub.add_parser("tune", help="Optuna study over families, hyper-parameters and features")
+    sub.add_parser("train", help="refit the best configuration on the whole training split")
+    sub.add_parser("evaluate", help="test metrics, interval, slices, plots and model card")
     sub.add_parser("config", help="print the resolved configuration (overrides applied)")
+    sub.add_parser("tracking-uri", help="print the MLflow tracking URI the pipeline uses")
     check = sub.add_parser("check-file", help="check one CSV against the schema and a contract")
     check.add_argument("path", type=Path)
     check.add_argument("--suite", choices=("raw", "batch"), default="batch")
@@ -72,12 +77,17 @@ def run(argv: list[str] | None = None) -> int:
             config = load_config(root / args.params)
             if args.command == "config":
                 result = config.model_dump(mode="json", by_alias=True)
+            elif args.command == "tracking-uri":
+                from tabreg.tracking import tracking_uri
+
+                print(tracking_uri(config, root.resolve()))
+                return 0
             elif args.command == "check-file":
                 result = _check_file(config, root, args.path, args.suite)
             else:
-                from tabreg.steps import STEPS
+                from tabreg import steps
 
-                result = STEPS[args.command](config, root)
+                result = steps.get(args.command)(config, root)
     except TabregError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code

@@ -23,6 +23,8 @@ from tabreg.errors import ConfigError
 #: Environment variables that override a configuration value, and the dotted key they set.
 ENV_OVERRIDES: dict[str, str] = {
     "DATA_SOURCE": "data.source",
+    "MLFLOW_TRACKING_URI": "tracking.uri",
+    "OPTUNA_STORAGE": "tune.storage",
 }
 
 #: Columns the pipeline adds to every table it writes: a stable row identity and the file
@@ -140,6 +142,96 @@ class Slice(_Frozen):
 
 class EvaluateConfig(_Frozen):
     slices: tuple[Slice, ...] = ()
+    bootstrap: int = Field(default=1000, ge=100, description="bootstrap resamples")
+    confidence: float = Field(default=0.95, gt=0, lt=1)
+    seed: int = 42
+
+
+class Ratio(_Frozen):
+    name: str
+    numerator: str
+    denominator: str
+
+
+class GeoConfig(_Frozen):
+    """Similarity to k-means centres of the coordinates (an RBF kernel), as in the book."""
+
+    columns: tuple[str, str] = ("latitude", "longitude")
+    n_clusters: int = Field(default=10, ge=1)
+    gamma: float = Field(default=1.0, gt=0)
+
+
+class FeaturesConfig(_Frozen):
+    """The book's preprocessing; everything not named here is imputed and scaled."""
+
+    ratios: tuple[Ratio, ...] = ()
+    log: tuple[str, ...] = ()
+    geo: GeoConfig | None = GeoConfig()
+    seed: int = 42
+
+
+class Range(_Frozen):
+    """One dimension of the search space: a number range, or a list of choices."""
+
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    int_: bool = Field(default=False, alias="int")
+    choices: tuple[Any, ...] | None = None
+
+    model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
+
+    @model_validator(mode="after")
+    def _check(self) -> Range:
+        if self.choices is not None:
+            if self.low is not None or self.high is not None:
+                raise ValueError("give either choices or low/high, not both")
+            if not self.choices:
+                raise ValueError("choices must not be empty")
+            return self
+        if self.low is None or self.high is None:
+            raise ValueError("a range needs low and high (or choices)")
+        if self.low > self.high:
+            raise ValueError(f"low ({self.low}) is greater than high ({self.high})")
+        if self.log and self.low <= 0:
+            raise ValueError(f"a log range needs low > 0, got {self.low}")
+        return self
+
+
+Family = Literal["random_forest", "hist_gradient_boosting", "mlp"]
+
+
+class TuneConfig(_Frozen):
+    n_trials: int = Field(default=40, ge=1)
+    timeout: float | None = Field(default=600, gt=0, description="seconds; null: no limit")
+    seed: int = 42
+    cv_folds: int = Field(default=3, ge=2)
+    storage: str | None = None  # null: sqlite:///optuna.db (OPTUNA_STORAGE overrides)
+    families: tuple[Family, ...] = ("random_forest", "hist_gradient_boosting", "mlp")
+    space: dict[str, dict[str, Range]] = {}
+
+    @model_validator(mode="after")
+    def _check(self) -> TuneConfig:
+        known = {"features", *Family.__args__}  # type: ignore[attr-defined]
+        for group in self.space:
+            if group not in known:
+                raise ValueError(f"space.{group}: unknown group; expected one of {sorted(known)}")
+        if not self.families:
+            raise ValueError("families: the search space is empty (no model family)")
+        return self
+
+
+class TrainConfig(_Frozen):
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    max_epochs: int = Field(default=200, ge=1)
+    patience: int = Field(default=15, ge=1)
+    validation_fraction: float = Field(default=0.1, gt=0, lt=0.5)
+    seed: int = 42
+
+
+class TrackingConfig(_Frozen):
+    uri: str | None = None  # null: sqlite:///mlflow.db in the project (MLFLOW_TRACKING_URI wins)
+    experiment: str = "tabreg"
 
 
 class Config(_Frozen):
@@ -148,7 +240,13 @@ class Config(_Frozen):
     paths: PathsConfig = PathsConfig()
     validate_: ValidateConfig = Field(default=ValidateConfig(), alias="validate")
     split: SplitConfig
+    features: FeaturesConfig = FeaturesConfig()
+    tune: TuneConfig = TuneConfig()
+    train: TrainConfig = TrainConfig()
+    tracking: TrackingConfig = TrackingConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
+    profiles: dict[str, dict[str, Any]] = {}
+    profile: str = "default"
 
     model_config = ConfigDict(frozen=True, extra="forbid", populate_by_name=True)
 
@@ -164,6 +262,13 @@ class Config(_Frozen):
     def _columns_exist(self) -> Config:
         known = set(self.schema_.columns)
         where = [("split.strata.column", self.split.strata.column)]
+        for i, r in enumerate(self.features.ratios):
+            where += [(f"features.ratios.{i}.numerator", r.numerator),
+                      (f"features.ratios.{i}.denominator", r.denominator)]
+        where += [(f"features.log.{i}", c) for i, c in enumerate(self.features.log)]
+        if self.features.geo is not None:
+            where += [(f"features.geo.columns.{i}", c)
+                      for i, c in enumerate(self.features.geo.columns)]
         where += [(f"evaluate.slices.{i}.column", s.column)
                   for i, s in enumerate(self.evaluate.slices)]
         if self.data.id_column is not None:
@@ -199,13 +304,30 @@ def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
     node[leaf] = value
 
 
+def _merge(base: dict[str, Any], overlay: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in overlay.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _merge(dict(out[key]), value)
+        else:
+            out[key] = value
+    return out
+
+
 def parse_config(raw: Mapping[str, Any], env: Mapping[str, str] | None = None,
-                 origin: str = "params") -> Config:
-    """Validate a parsed ``params.yaml`` tree, applying environment overrides first."""
+                 origin: str = "params", profile: str = "default") -> Config:
+    """Validate a parsed ``params.yaml`` tree: profile overlay, then environment overrides."""
     if not isinstance(raw, Mapping):
         raise ConfigError(
             f"{origin}: expected a mapping at the top level, got {type(raw).__name__}")
     tree = yaml.safe_load(yaml.safe_dump(dict(raw)))  # deep copy of plain data
+    profiles = tree.get("profiles") or {}
+    if profile != "default" or profile in profiles:
+        if not isinstance(profiles, Mapping) or profile not in profiles:
+            raise ConfigError(f"{origin}: unknown profile {profile!r}; profiles defined: "
+                              f"{sorted(profiles) if isinstance(profiles, Mapping) else []}")
+        tree = _merge(tree, profiles[profile] or {})
+    tree["profile"] = profile
     for var, dotted in ENV_OVERRIDES.items():
         value = (env or {}).get(var)
         if value:
@@ -216,9 +338,32 @@ def parse_config(raw: Mapping[str, Any], env: Mapping[str, str] | None = None,
         raise ConfigError(_format_errors(exc, origin)) from None
 
 
+PROFILE_FILE = "profile.yaml"
+
+
+def active_profile(params_path: Path) -> str:
+    """The profile named in ``profile.yaml`` beside the params file ("default" without one).
+
+    It is a file, not a variable, so that DVC tracks it as a parameter: switching profiles
+    reruns the stages whose budget it changes.
+    """
+    path = params_path.parent / PROFILE_FILE
+    if not path.exists():
+        return "default"
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    name = data.get("profile", "default") if isinstance(data, dict) else None
+    if not isinstance(name, str):
+        raise ConfigError(f"{path}: expected 'profile: <name>'")
+    return name
+
+
 def load_config(path: str | os.PathLike[str] = "params.yaml",
-                env: Mapping[str, str] | None = None) -> Config:
-    """Load and validate ``params.yaml``; ``env`` defaults to the process environment."""
+                env: Mapping[str, str] | None = None, profile: str | None = None) -> Config:
+    """Load and validate ``params.yaml``; ``env`` defaults to the process environment and
+    ``profile`` to the one named in ``profile.yaml``."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")
@@ -228,4 +373,5 @@ def load_config(path: str | os.PathLike[str] = "params.yaml",
         raw = yaml.safe_load(text)
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
-    return parse_config(raw or {}, os.environ if env is None else env, origin=str(path))
+    return parse_config(raw or {}, os.environ if env is None else env, origin=str(path),
+                        profile=profile if profile is not None else active_profile(path))

@@ -28,15 +28,21 @@ def record_stage(root: Path, stage: str) -> None:
         repo.commit(stage, force=True)
 
 
-def data_version(root: Path, raw_path: str) -> str | None:
-    """The data version: DVC's hash of the raw table as recorded in ``dvc.lock``."""
+def recorded_md5(root: Path, path: str) -> str | None:
+    """DVC's hash of an output as recorded in ``dvc.lock`` (None before its stage ran)."""
     import yaml
 
     lock = root / "dvc.lock"
     if not lock.exists():
         return None
     stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
-    for out in stages.get("ingest", {}).get("outs", []):
-        if out.get("path") == raw_path:
-            return out.get("md5")
+    for stage in stages.values():
+        for out in stage.get("outs", []):
+            if out.get("path") == path:
+                return out.get("md5")
     return None
+
+
+def data_version(root: Path, raw_path: str) -> str | None:
+    """The data version: DVC's hash of the raw table."""
+    return recorded_md5(root, raw_path)

@@ -8,10 +8,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tabreg import steps
 from tabreg.config import BATCH, ROW_ID, load_config
 from tabreg.data import archive, ingest, source, synthetic
 from tabreg.errors import ArchiveError, SchemaError, SourceError
+from tabreg.steps import data as steps
 from tests.conftest import ROOT, set_params
 
 SCHEMA = load_config(ROOT / "params.yaml", env={}).schema

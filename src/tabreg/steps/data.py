@@ -1,17 +1,10 @@
-"""The pipeline's steps as callables of (config, project root).
-
-Each step reads its inputs from the paths in the configuration, calls the pure functions of the
-data layer, and writes its outputs atomically. The CLI (and so every DVC stage) and the Prefect
-flow call these same functions, so ``dvc repro`` and the flow cannot disagree about what a step
-does. Each returns a small JSON-able summary.
-"""
+"""The data steps (ingest, validate, split) as callables of (config, project root)."""
 
 from __future__ import annotations
 
 import json
 import logging
 import urllib.parse
-from collections.abc import Callable
 from pathlib import Path
 
 from tabreg.config import BATCH, Config
@@ -125,11 +118,3 @@ def split(config: Config, root: Path) -> dict:
     log.info("split (%s): %d train, %d test rows", config.split.strategy,
              len(result.train), len(result.test))
     return rep
-
-
-#: The steps in pipeline order; each is also a DVC stage of the same name.
-STEPS: dict[str, Callable[[Config, Path], dict]] = {
-    "ingest": ingest,
-    "validate": validate,
-    "split": split,
-}

@@ -1,0 +1,1 @@
+"""Model families: candidate pipelines (scikit-learn) and the PyTorch MLP regressor."""

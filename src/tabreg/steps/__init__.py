@@ -1,0 +1,33 @@
+"""The pipeline's steps as callables of (config, project root).
+
+Each step reads its inputs from the paths in the configuration, calls the pure functions of the
+library, and writes its outputs atomically. The CLI (and so every DVC stage) and the Prefect
+flow call these same functions, so ``dvc repro`` and the flow cannot disagree about what a step
+does. Each returns a small JSON-able summary. Modules are imported when a step runs, so that
+listing the steps costs nothing.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Callable
+from pathlib import Path
+
+from tabreg.config import Config
+
+#: Step name -> module holding a function of that name; also the DVC stage names, in order.
+_WHERE = {
+    "ingest": "data",
+    "validate": "data",
+    "split": "data",
+    "features": "model",
+    "tune": "model",
+    "train": "model",
+    "evaluate": "model",
+}
+STEP_NAMES: tuple[str, ...] = tuple(_WHERE)
+
+
+def get(name: str) -> Callable[[Config, Path], dict]:
+    module = importlib.import_module(f"tabreg.steps.{_WHERE[name]}")
+    return getattr(module, name)

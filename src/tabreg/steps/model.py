@@ -1,0 +1,275 @@
+"""The model steps (features, tune, train, evaluate) as callables of (config, project root).
+
+MLflow lineage: ``tune`` opens the pipeline's parent run (every param, git commit, data version,
+the training data as an input) with one nested run per trial; ``train`` adds a nested run holding
+the model and its learning curve; ``evaluate`` logs test metrics, plots and the model card to the
+training run and the headline metrics to the parent, so runs compare side by side in the UI.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import shutil
+import time
+import uuid
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from tabreg.config import Config
+from tabreg.errors import TabregError
+from tabreg.io import read_table, write_json, write_text
+from tabreg.pipeline import data_version as recorded_data_version
+from tabreg.pipeline import recorded_md5
+
+log = logging.getLogger(__name__)
+
+MODELS = "models"
+TUNING_FILE = "models/tuning.json"
+TRAIN_FILE = "models/train.json"
+MODEL_DIR = "models/model"
+#: Sections of the configuration that decide the model, logged as params of the parent run.
+MODEL_SECTIONS = ("data", "schema", "split", "features", "tune", "train")
+
+
+def _reports(config: Config, root: Path) -> Path:
+    return root / config.paths.reports
+
+
+def _read_json(path: Path, what: str) -> dict:
+    if not path.exists():
+        raise TabregError(f"{path}: not found; run the {what} step first")
+    return json.loads(path.read_text())
+
+
+def _data_version(config: Config, root: Path) -> str:
+    return recorded_data_version(root, config.paths.raw) or "unrecorded"
+
+
+def preflight(config: Config, root: Path) -> None:
+    """Everything that can fail before work starts: the tracking store, the search space and
+    the training device. Called by the flow before ingest and by the tune step."""
+    from tabreg import tracking, tuning
+
+    tracking.check_reachable(tracking.tracking_uri(config, root))
+    tuning.check_space(config)
+    if "mlp" in config.tune.families:
+        from tabreg.models.mlp import resolve_device
+
+        resolve_device(config.train.device)
+
+
+def features(config: Config, root: Path) -> dict:
+    """Fit the feature pipeline (default parameters) on train and describe what it makes."""
+    from tabreg.features import build_preprocessor, feature_names
+
+    train = read_table(root / config.paths.train)
+    pre = build_preprocessor(config.schema, config.features)
+    matrix = pre.fit_transform(train)
+    names = feature_names(pre)
+    result = {
+        "rows": int(matrix.shape[0]),
+        "features": [{"name": n, "mean": round(float(m), 6), "std": round(float(s), 6)}
+                     for n, m, s in zip(names, matrix.mean(axis=0), matrix.std(axis=0),
+                                        strict=True)],
+    }
+    write_json(result, _reports(config, root) / "features.json")
+    log.info("features: %d features from %d training rows", len(names), matrix.shape[0])
+    return {"rows": result["rows"], "n_features": len(names)}
+
+
+def _log_dataset(frame: pd.DataFrame, config: Config, name: str, path: str, context: str) -> None:
+    """Log a split as a run input whose digest is its DVC hash (``frame.attrs["md5"]``)."""
+    import mlflow
+
+    mlflow.log_input(mlflow.data.from_pandas(frame, source=path, targets=config.schema.target,
+                                             name=name, digest=frame.attrs.get("md5")),
+                     context=context)
+
+
+def tune(config: Config, root: Path) -> dict:
+    import mlflow
+
+    from tabreg import tracking, tuning
+    from tabreg.evaluation import plots
+
+    preflight(config, root)
+    tracking.start(config, root)
+    train = read_table(root / config.paths.train)
+    version = _data_version(config, root)
+    train.attrs["md5"] = recorded_md5(root, config.paths.train)
+    tags = {"kind": "pipeline", "git_commit": tracking.git_commit(root), "data_version": version,
+            "profile": config.profile, "split.strategy": config.split.strategy}
+    with mlflow.start_run(run_name=f"pipeline-{version[:8]}", tags=tags) as parent:
+        mlflow.log_params(tracking.flat_params(config, MODEL_SECTIONS))
+        _log_dataset(train, config, "train", config.paths.train, "training")
+        started = time.perf_counter()
+        result = tuning.tune(config, train, root=root, data_version=version,
+                             parent_run_id=parent.info.run_id)
+        seconds = time.perf_counter() - started
+        out = _reports(config, root) / "tuning"
+        write_json(result.trials, out / "trials.json")
+        figures = [plots.tuning_history(result.trials, out / "history.png")]
+        if result.importances:
+            figures.append(plots.param_importances(result.importances, out / "importances.png"))
+        for figure in figures:
+            mlflow.log_artifact(str(figure), "tuning")
+        mlflow.log_metrics({"best_cv_rmse": result.best_value, "tuning_seconds": seconds})
+        mlflow.set_tags({"study": result.study, "best_family": result.best.family})
+    summary = {
+        "study": result.study,
+        "best": result.best.flat(),
+        "best_cv_rmse": round(result.best_value, 2),
+        "trials": result.counts(),
+        "seconds": round(seconds, 1),
+        "parent_run_id": parent.info.run_id,
+        "data_version": version,
+    }
+    write_json(summary, root / TUNING_FILE)
+    log.info("tune: best %s, CV RMSE %.0f (%s)", result.best.family, result.best_value,
+             result.counts())
+    return summary
+
+
+def _requirements(family: str) -> list[str]:
+    names = ["mlflow", "scikit-learn", "pandas", "numpy", "pyarrow", "pydantic", "pyyaml"]
+    if family == "mlp":
+        names.append("torch")
+    return [f"{n}=={metadata.version(n)}" for n in names]
+
+
+def _save_model_dir(pipeline: Any, dest: Path, **kwargs: Any) -> None:
+    """Save an MLflow model folder next to ``dest`` and swap it in (never half a model)."""
+    import mlflow.sklearn
+
+    tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}")
+    try:
+        mlflow.sklearn.save_model(pipeline, str(tmp), **kwargs)
+        old = dest.with_name(f".{dest.name}.old")
+        if dest.exists():
+            dest.rename(old)
+        tmp.rename(dest)
+        shutil.rmtree(old, ignore_errors=True)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def train(config: Config, root: Path) -> dict:
+    import mlflow
+    from mlflow.models import infer_signature
+
+    from tabreg import tracking
+    from tabreg.models.candidates import Candidate, make_pipeline
+
+    tuning = _read_json(root / TUNING_FILE, "tune")
+    candidate = Candidate.from_flat(tuning["best"])
+    tracking.start(config, root)
+    frame = read_table(root / config.paths.train)
+    frame.attrs["md5"] = recorded_md5(root, config.paths.train)
+    features = list(config.schema.features)
+    X, y = frame[features], frame[config.schema.target].to_numpy(dtype=float)
+    pipeline = make_pipeline(candidate, config)
+    with mlflow.start_run(run_name=f"train-{candidate.family}", nested=True,
+                          parent_run_id=tuning["parent_run_id"],
+                          tags={"kind": "train", "family": candidate.family,
+                                "git_commit": tracking.git_commit(root),
+                                "data_version": tuning["data_version"]}) as run:
+        mlflow.log_params({**candidate.flat(), **tracking.flat_params(config, ("train",))})
+        _log_dataset(frame, config, "train", config.paths.train, "training")
+        started = time.perf_counter()
+        pipeline.fit(X, y)
+        seconds = time.perf_counter() - started
+        history = list(getattr(pipeline.named_steps["model"], "history_", []))
+        for h in history:
+            mlflow.log_metrics({"train_loss": h["train_loss"], "val_rmse": h["val_rmse"]},
+                               step=int(h["epoch"]))
+        example = X.head(5)
+        signature = infer_signature(example, pipeline.predict(example))
+        model_kwargs = {"signature": signature, "input_example": example,
+                        "serialization_format": "cloudpickle",
+                        "code_paths": [str(Path(__file__).resolve().parents[1])],
+                        "pip_requirements": _requirements(candidate.family)}
+        info = mlflow.sklearn.log_model(pipeline, name="model", **model_kwargs)
+        mlflow.log_metric("fit_seconds", seconds)
+        _save_model_dir(pipeline, root / MODEL_DIR, **model_kwargs)
+    write_json(history, _reports(config, root) / "learning_curve.json")
+    summary = {"run_id": run.info.run_id, "parent_run_id": tuning["parent_run_id"],
+               "model_uri": info.model_uri, "family": candidate.family,
+               "params": candidate.flat(), "fit_seconds": round(seconds, 2),
+               "epochs": len(history), "data_version": tuning["data_version"],
+               "trained_at": datetime.now(UTC).isoformat(timespec="seconds")}
+    write_json(summary, root / TRAIN_FILE)
+    log.info("train: %s refit on %d rows in %.1f s", candidate.family, len(frame), seconds)
+    return summary
+
+
+def evaluate(config: Config, root: Path) -> dict:
+    import mlflow
+    import mlflow.sklearn
+
+    from tabreg import tracking
+    from tabreg.evaluation import card, metrics, plots, slices
+
+    trained = _read_json(root / TRAIN_FILE, "train")
+    tuning = _read_json(root / TUNING_FILE, "tune")
+    model = mlflow.sklearn.load_model(str(root / MODEL_DIR))
+    test = read_table(root / config.paths.test)
+    test.attrs["md5"] = recorded_md5(root, config.paths.test)
+    y = test[config.schema.target].to_numpy(dtype=float)
+    pred = np.asarray(model.predict(test[list(config.schema.features)]), dtype=float)
+    ev = config.evaluate
+    scores = metrics.regression_metrics(y, pred)
+    low, high = metrics.bootstrap_rmse(y, pred, n_resamples=ev.bootstrap,
+                                       confidence=ev.confidence, seed=ev.seed)
+    table = slices.slice_table(test, y, pred, ev.slices)
+    reports = _reports(config, root)
+    figures = reports / "plots"
+    made = [
+        plots.predicted_vs_actual(y, pred, figures / "predicted_vs_actual.png"),
+        plots.residuals(y, pred, figures / "residuals.png"),
+        plots.rmse_by_slice(table, figures / "rmse_by_slice.png"),
+        plots.error_map(test["longitude"], test["latitude"], pred - y,
+                        figures / "error_map.png")
+        if {"longitude", "latitude"} <= set(test.columns) else None,
+    ]
+    history = json.loads((reports / "learning_curve.json").read_text())
+    if history:
+        made.append(plots.learning_curves(history, figures / "learning_curves.png"))
+    split = json.loads((reports / "split.json").read_text())
+    text = card.model_card(
+        name=config.tracking.experiment, data_version=trained["data_version"],
+        git_commit=tracking.git_commit(root), family=trained["family"], params=trained["params"],
+        metrics=scores, interval=(low, high), confidence=ev.confidence, slices=table,
+        split={"strategy": split["strategy"], **split["rows"]},
+        trained_at=trained["trained_at"])
+    write_text(text, reports / "model_card.md")
+    result = {**{k: round(float(v), 4) for k, v in scores.items()},
+              "rmse_low": round(low, 2), "rmse_high": round(high, 2),
+              "confidence": ev.confidence, "family": trained["family"],
+              "best_cv_rmse": tuning["best_cv_rmse"]}
+    write_json(result, reports / "metrics.json")
+    write_json(table, reports / "slices.json")
+    pd.DataFrame({"actual": y, "predicted": pred}).to_csv(reports / "predictions.csv",
+                                                          index=False)
+    tracking.start(config, root)
+    headline = {f"test_{k}": float(v) for k, v in scores.items() if k != "n"}
+    headline.update(test_rmse_low=low, test_rmse_high=high)
+    with mlflow.start_run(run_id=trained["run_id"]):
+        _log_dataset(test, config, "test", config.paths.test, "evaluation")
+        mlflow.log_metrics(headline)
+        mlflow.set_tags({f"evaluate.{k}": str(v) for k, v in
+                         ev.model_dump(mode="json", exclude={"slices"}).items()})
+        for figure in filter(None, made):
+            mlflow.log_artifact(str(figure), "plots")
+        mlflow.log_artifact(str(reports / "model_card.md"))
+        mlflow.log_dict({"slices": table}, "slices.json")
+    with mlflow.start_run(run_id=trained["parent_run_id"]):
+        mlflow.log_metrics(headline)
+    log.info("evaluate: test RMSE %.0f (%.0f%% interval %.0f-%.0f)", scores["rmse"],
+             100 * ev.confidence, low, high)
+    return result

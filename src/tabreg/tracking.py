@@ -1,0 +1,100 @@
+"""MLflow tracking: where runs go, and what every run records for lineage.
+
+The default store is embedded (a SQLite file and a local artifact folder in the project, both
+git-ignored); ``MLFLOW_TRACKING_URI`` or ``tracking.uri`` points at a server instead. The store is
+checked before any work starts, so an unreachable server fails in seconds with a message, not
+after a tuning run, and nothing is half-registered.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import urllib.error
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+from tabreg.config import Config
+from tabreg.errors import ConfigError
+
+ARTIFACTS_DIR = "mlartifacts"
+
+
+def tracking_uri(config: Config, root: Path) -> str:
+    if config.tracking.uri:
+        return config.tracking.uri
+    return f"sqlite:///{(root / 'mlflow.db').resolve()}"
+
+
+def check_reachable(uri: str, timeout: float = 5.0) -> None:
+    """Fail fast, naming the URI, when the tracking store cannot be reached."""
+    parsed = urllib.parse.urlparse(uri)
+    hint = "set tracking.uri in params.yaml or MLFLOW_TRACKING_URI"
+    if parsed.scheme in ("http", "https"):
+        url = uri.rstrip("/") + "/health"
+        try:
+            with urllib.request.urlopen(url, timeout=timeout) as response:
+                if response.status >= 400:
+                    raise ConfigError(f"MLflow tracking server {uri} answered {response.status}")
+        except (urllib.error.URLError, OSError) as exc:
+            reason = getattr(exc, "reason", exc)
+            raise ConfigError(f"MLflow tracking server {uri} cannot be reached ({reason}); "
+                              f"start it or {hint}") from None
+    elif parsed.scheme == "sqlite":
+        folder = Path(urllib.request.url2pathname(parsed.path)).parent
+        if not folder.is_dir():
+            raise ConfigError(f"MLflow tracking store {uri}: folder {folder} does not exist; "
+                              f"{hint}")
+
+
+def start(config: Config, root: Path) -> str:
+    """Point MLflow at the configured store and experiment; return the experiment id."""
+    import mlflow
+
+    uri = tracking_uri(config, root)
+    check_reachable(uri)
+    mlflow.set_tracking_uri(uri)
+    name = config.tracking.experiment
+    experiment = mlflow.get_experiment_by_name(name)
+    if experiment is None:
+        location = None
+        if urllib.parse.urlparse(uri).scheme == "sqlite":  # keep artifacts beside the store
+            location = (root / ARTIFACTS_DIR).resolve().as_uri()
+        experiment_id = mlflow.create_experiment(name, artifact_location=location)
+    else:
+        experiment_id = experiment.experiment_id
+    mlflow.set_experiment(experiment_id=experiment_id)
+    return experiment_id
+
+
+def git_commit(root: Path) -> str:
+    """The commit the code ran from, with ``-dirty`` when the work tree differs."""
+    def git(*args: str) -> str:
+        done = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True)
+        return done.stdout.strip() if done.returncode == 0 else ""
+
+    commit = git("rev-parse", "HEAD")
+    if not commit:
+        return "unknown"
+    return commit + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+
+
+def flat_params(config: Config, sections: tuple[str, ...]) -> dict[str, str]:
+    """The named configuration sections as MLflow params (``split.test_size`` -> "0.2")."""
+    tree = config.model_dump(mode="json", by_alias=True)
+    out: dict[str, str] = {}
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict) and value:
+            for key, child in value.items():
+                walk(f"{prefix}.{key}", child)
+        else:
+            text = json.dumps(value) if not isinstance(value, str) else value
+            out[prefix] = text[:6000]
+
+    for section in sections:
+        walk(section, tree[section])
+    out["profile"] = config.profile
+    return out

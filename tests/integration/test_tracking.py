@@ -1,0 +1,107 @@
+"""What the training flow leaves in MLflow, and what fails before any work starts."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from flows.training import training
+from tabreg.errors import ConfigError
+from tests.conftest import set_params
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture
+def trained(make_project) -> Path:
+    root = make_project(rows=2500, git=True)
+    training(root=str(root))
+    mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
+    return root
+
+
+def test_mlflow_holds_the_pipeline_run_trials_and_model(trained):
+    root = trained
+    tuning = json.loads((root / "models/tuning.json").read_text())
+    train = json.loads((root / "models/train.json").read_text())
+    lock = yaml.safe_load((root / "dvc.lock").read_text())["stages"]
+    raw_md5 = lock["ingest"]["outs"][0]["md5"]
+
+    parent = mlflow.get_run(tuning["parent_run_id"])
+    assert parent.data.params["split.test_size"] == "0.2"
+    assert parent.data.params["tune.n_trials"] == "4"
+    assert parent.data.tags["data_version"] == raw_md5
+    assert len(parent.data.tags["git_commit"]) >= 40
+    assert parent.data.metrics["test_rmse"] > 0
+    inputs = parent.inputs.dataset_inputs
+    train_md5 = next(o["md5"] for o in lock["split"]["outs"] if o["path"].endswith("train.parquet"))
+    assert [i.dataset.digest for i in inputs] == [train_md5]
+
+    runs = mlflow.search_runs(experiment_names=["housing"],
+                              filter_string=f"tags.`mlflow.parentRunId` = '{parent.info.run_id}'")
+    trials = runs[runs["tags.kind"] == "trial"]
+    assert len(trials) == 4
+    assert set(trials["tags.state"]) <= {"complete", "pruned", "failed"}
+    assert "complete" in set(trials["tags.state"])
+    assert (runs["tags.kind"] == "train").sum() == 1
+
+    run = mlflow.get_run(train["run_id"])
+    for key in ("test_rmse", "test_mae", "test_r2", "test_mape", "test_rmse_low"):
+        assert key in run.data.metrics
+    artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(train["run_id"], "plots")}
+    assert {"plots/predicted_vs_actual.png", "plots/error_map.png"} <= artifacts
+
+
+def test_logged_model_predicts_the_same_in_a_fresh_process(trained):
+    root = trained
+    train = json.loads((root / "models/train.json").read_text())
+    test = pd.read_parquet(root / "data/split/test.parquet").head(200)
+    features = [c for c in test.columns if c not in ("row_id", "batch", "median_house_value")]
+    test[features].to_parquet(root / "sample.parquet")
+    here = mlflow.pyfunc.load_model(train["model_uri"]).predict(test[features])
+    script = (
+        "import sys, mlflow, pandas as pd\n"
+        f"mlflow.set_tracking_uri('sqlite:///{root / 'mlflow.db'}')\n"
+        f"m = mlflow.pyfunc.load_model('{train['model_uri']}')\n"
+        f"m.predict(pd.read_parquet('{root / 'sample.parquet'}')).tofile(sys.argv[1])\n")
+    out = root / "pred.bin"
+    done = subprocess.run([sys.executable, "-c", script, str(out)], capture_output=True,
+                          text=True, cwd=root)
+    assert done.returncode == 0, done.stderr
+    np.testing.assert_array_equal(np.fromfile(out), np.asarray(here, dtype=float))
+    assert mlflow.models.get_model_info(train["model_uri"]).signature.inputs.input_names() == \
+        features
+
+
+@pytest.mark.parametrize(
+    ("section", "values", "message"),
+    [
+        ("train", {"device": "cuda"}, "train.device is 'cuda'"),
+        ("tracking", {"uri": "http://127.0.0.1:9"}, r"http://127\.0\.0\.1:9 cannot be reached"),
+    ],
+)
+def test_fails_at_start_before_any_work(make_project, section, values, message):
+    import torch
+
+    if section == "train" and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    root = make_project(rows=1500)
+    set_params(root, section, **values)
+    with pytest.raises(ConfigError, match=message):
+        training(root=str(root))
+    assert not (root / "data/raw").exists()
+    assert not (root / "mlflow.db").exists()
+
+
+def test_quality_on_generated_data(trained):
+    metrics = json.loads((trained / "reports/metrics.json").read_text())
+    assert metrics["rmse_low"] <= metrics["rmse"] <= metrics["rmse_high"]
+    assert metrics["r2"] > 0.5  # a tiny budget still learns the generator's structure
+    card = (trained / "reports/model_card.md").read_text()
+    assert f"{metrics['rmse']:,.0f}" in card

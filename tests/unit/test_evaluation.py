@@ -1,0 +1,307 @@
+"""Unit tests of tabreg.evaluation: metrics, bootstrap intervals, slices, plots, model card."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+from sklearn.metrics import mean_absolute_error, mean_squared_error, r2_score
+
+from tabreg.config import Slice, load_config
+from tabreg.data import synthetic
+from tabreg.evaluation import card, metrics, plots, slices
+from tests.conftest import ROOT
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+
+
+def _noisy(n: int, seed: int = 0, scale: float = 40_000.0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    y = rng.uniform(15_000, 500_001, n)
+    return y, y + rng.normal(0, scale, n)
+
+
+def _rmse(y: np.ndarray, p: np.ndarray) -> float:
+    return float(np.sqrt(np.mean((p - y) ** 2)))
+
+
+# --- metrics -----------------------------------------------------------------------------
+
+
+def test_metrics_match_sklearn() -> None:
+    y, p = _noisy(1000, seed=1)
+    m = metrics.regression_metrics(y, p)
+    assert m["rmse"] == pytest.approx(math.sqrt(mean_squared_error(y, p)))
+    assert m["mae"] == pytest.approx(mean_absolute_error(y, p))
+    assert m["r2"] == pytest.approx(r2_score(y, p))
+    assert m["n"] == 1000
+
+
+def test_mape_by_hand() -> None:
+    m = metrics.regression_metrics([100.0, 200.0, 400.0], [110.0, 180.0, 400.0])
+    assert m["mape"] == pytest.approx((10 + 10 + 0) / 3)  # percent
+
+
+def test_metrics_accept_lists_series_and_column_vectors() -> None:
+    y, p = _noisy(50)
+    expected = metrics.regression_metrics(y, p)
+    assert metrics.regression_metrics(pd.Series(y), list(p)) == expected
+    assert metrics.regression_metrics(y.reshape(-1, 1), p) == expected
+
+
+@pytest.mark.parametrize(
+    ("y_true", "y_pred", "message"),
+    [
+        ([1.0, 2.0], [1.0], "lengths differ"),
+        ([], [], "empty"),
+        ([1.0, np.nan], [1.0, 2.0], "non-finite"),
+        ([1.0, 2.0], [1.0, np.inf], "non-finite"),
+        (np.ones((2, 2)), np.ones((2, 2)), "one-dimensional"),
+    ],
+)
+def test_inputs_are_validated(y_true: object, y_pred: object, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        metrics.regression_metrics(y_true, y_pred)
+    with pytest.raises(ValueError, match=message):
+        metrics.bootstrap_rmse(y_true, y_pred, n_resamples=10)
+    with pytest.raises(ValueError, match=message):
+        metrics.paired_bootstrap_diff(y_true, y_pred, y_pred, n_resamples=10)
+
+
+def test_bootstrap_arguments_are_validated() -> None:
+    y, p = _noisy(20)
+    with pytest.raises(ValueError, match="confidence"):
+        metrics.bootstrap_rmse(y, p, confidence=1.0)
+    with pytest.raises(ValueError, match="n_resamples"):
+        metrics.bootstrap_rmse(y, p, n_resamples=0)
+
+
+# --- bootstrap ---------------------------------------------------------------------------
+
+
+def test_bootstrap_interval_contains_point_and_is_seeded() -> None:
+    y, p = _noisy(2000, seed=2)
+    low, high = metrics.bootstrap_rmse(y, p, n_resamples=500, seed=7)
+    assert low < _rmse(y, p) < high
+    assert metrics.bootstrap_rmse(y, p, n_resamples=500, seed=7) == (low, high)
+    other = metrics.bootstrap_rmse(y, p, n_resamples=500, seed=8)
+    assert other != (low, high)
+    assert other == pytest.approx((low, high), rel=0.02)
+
+
+def test_bootstrap_narrows_with_more_rows_and_lower_confidence() -> None:
+    y_small, p_small = _noisy(500, seed=3)
+    y_big, p_big = _noisy(20_000, seed=3)
+    small = metrics.bootstrap_rmse(y_small, p_small, n_resamples=400)
+    big = metrics.bootstrap_rmse(y_big, p_big, n_resamples=400)
+    assert big[1] - big[0] < (small[1] - small[0]) / 3  # width ~ 1/sqrt(n): 6x narrower
+    half = metrics.bootstrap_rmse(y_big, p_big, n_resamples=400, confidence=0.5)
+    assert half[1] - half[0] < big[1] - big[0]
+    assert big[0] < half[0] < half[1] < big[1]
+
+
+def test_bootstrap_result_does_not_depend_on_chunking(monkeypatch: pytest.MonkeyPatch) -> None:
+    y, p = _noisy(300, seed=4)
+    whole = metrics.bootstrap_rmse(y, p, n_resamples=200)
+    monkeypatch.setattr(metrics, "_CHUNK_ELEMENTS", 300 * 7)  # 7 resamples per chunk
+    assert metrics.bootstrap_rmse(y, p, n_resamples=200) == pytest.approx(whole)
+
+
+# --- paired bootstrap --------------------------------------------------------------------
+
+
+def test_paired_identical_predictions_give_zero() -> None:
+    y, p = _noisy(1000, seed=5)
+    result = metrics.paired_bootstrap_diff(y, p, p, n_resamples=200)
+    assert result == {"diff": 0.0, "low": 0.0, "high": 0.0, "n_resamples": 200}
+
+
+def test_paired_clearly_better_model_b() -> None:
+    y, worse = _noisy(2000, seed=6, scale=60_000)
+    better = y + np.random.default_rng(60).normal(0, 30_000, y.size)
+    result = metrics.paired_bootstrap_diff(y, worse, better, n_resamples=300)
+    assert result["diff"] == pytest.approx(_rmse(y, worse) - _rmse(y, better))
+    assert 0 < result["low"] <= result["diff"] <= result["high"]
+    flipped = metrics.paired_bootstrap_diff(y, better, worse, n_resamples=300)
+    assert flipped["high"] < 0
+
+
+def test_paired_uses_the_same_rows_for_both_models() -> None:
+    # B is A plus a constant 1: on any common set of rows RMSE(B) - RMSE(A) is small and
+    # tightly determined; with independent resamples it would swing by the RMSE's own spread.
+    y, a = _noisy(1000, seed=9)
+    b = a + 1.0
+    result = metrics.paired_bootstrap_diff(y, a, b, n_resamples=500)
+    single = metrics.bootstrap_rmse(y, a, n_resamples=500)
+    assert result["high"] - result["low"] < (single[1] - single[0]) / 100
+
+
+def test_paired_matches_a_reimplementation_with_the_same_rng() -> None:
+    y, a = _noisy(200, seed=10)
+    b = a + np.random.default_rng(11).normal(0, 5_000, y.size)
+    rng = np.random.default_rng(3)
+    idx = rng.integers(0, y.size, size=(100, y.size), dtype=np.int32)
+    diffs = [_rmse(y[i], a[i]) - _rmse(y[i], b[i]) for i in idx]
+    expected = np.quantile(diffs, [0.05, 0.95])
+    result = metrics.paired_bootstrap_diff(y, a, b, n_resamples=100, confidence=0.9, seed=3)
+    assert (result["low"], result["high"]) == pytest.approx(tuple(expected))
+    single = metrics.bootstrap_rmse(y, a, n_resamples=100, confidence=0.9, seed=3)
+    assert single == pytest.approx(tuple(np.quantile([_rmse(y[i], a[i]) for i in idx],
+                                                     [0.05, 0.95])))
+
+
+# --- slices ------------------------------------------------------------------------------
+
+
+def test_slice_labels_binned_with_labels_and_missing() -> None:
+    frame = pd.DataFrame({"income": [0.5, 1.5, 1.6, 7.0, np.nan, 100.0]})
+    spec = Slice(name="band", column="income", bins=(0.0, 1.5, 6.0, 50.0),
+                 labels=("low", "mid", "high"))
+    labels = slices.slice_labels(frame, spec)
+    assert labels.tolist() == ["low", "low", "mid", "high", "missing", "out of range"]
+    assert labels.index.equals(frame.index)
+
+
+def test_slice_labels_binned_default_interval_names() -> None:
+    frame = pd.DataFrame({"lat": [34.0, 36.0, 38.5]}, index=[10, 20, 30])
+    spec = Slice(name="region", column="lat", bins=(-math.inf, 36.0, math.inf))
+    labels = slices.slice_labels(frame, spec)
+    assert labels.tolist() == ["(-inf, 36]", "(-inf, 36]", "(36, inf]"]
+    assert labels.index.tolist() == [10, 20, 30]
+
+
+def test_slice_labels_categorical_and_missing() -> None:
+    frame = pd.DataFrame({"ocean": ["INLAND", None, "ISLAND", "INLAND"]})
+    labels = slices.slice_labels(frame, Slice(name="ocean", column="ocean"))
+    assert labels.tolist() == ["INLAND", "missing", "ISLAND", "INLAND"]
+
+
+def test_slice_labels_unknown_column() -> None:
+    with pytest.raises(ValueError, match="not in the frame"):
+        slices.slice_labels(pd.DataFrame({"a": [1]}), Slice(name="x", column="b"))
+
+
+def test_slice_table_rows_and_order() -> None:
+    frame = pd.DataFrame({"cat": ["b", "a", "b", None], "num": [1.0, 5.0, 9.0, 2.0]})
+    y = np.array([10.0, 20.0, 30.0, 40.0])
+    p = np.array([12.0, 20.0, 27.0, 40.0])
+    specs = [Slice(name="num", column="num", bins=(0, 4, 10), labels=("10", "2")),
+             Slice(name="cat", column="cat")]
+    table = slices.slice_table(frame, y, p, specs)
+    assert [(r["slice"], r["value"]) for r in table] == [
+        ("num", "10"), ("num", "2"), ("cat", "a"), ("cat", "b"), ("cat", "missing")]
+    b = table[3]
+    assert b["n"] == 2 and b["share"] == 0.5
+    assert b["rmse"] == pytest.approx(math.sqrt((4 + 9) / 2))
+    assert b["mae"] == pytest.approx(2.5) and b["bias"] == pytest.approx(-0.5)
+    assert all(type(r["n"]) is int and type(r["rmse"]) is float for r in table)
+
+
+def test_slice_table_length_mismatch() -> None:
+    with pytest.raises(ValueError, match="rows"):
+        slices.slice_table(pd.DataFrame({"a": [1, 2]}), [1.0], [1.0], [])
+
+
+def test_slices_recombine_to_the_total_on_the_project_slices() -> None:
+    specs = load_config(ROOT / "params.yaml", env={}, profile="default").evaluate.slices
+    assert specs, "params.yaml defines no evaluate.slices"
+    frame = synthetic.generate(5000, seed=3)
+    y = frame["median_house_value"].to_numpy(dtype=float)
+    p = y * np.exp(np.random.default_rng(0).normal(0, 0.25, y.size))
+    table = slices.slice_table(frame, y, p, specs)
+    total = metrics.regression_metrics(y, p)["rmse"] ** 2
+    for spec in specs:
+        rows = [r for r in table if r["slice"] == spec.name]
+        assert sum(r["n"] for r in rows) == len(frame)
+        assert sum(r["share"] for r in rows) == pytest.approx(1.0)
+        assert sum(r["n"] * r["rmse"] ** 2 for r in rows) / len(frame) == pytest.approx(total)
+
+
+# --- plots -------------------------------------------------------------------------------
+
+
+def _is_png(path: object) -> bool:
+    data = open(path, "rb").read()  # noqa: SIM115
+    return len(data) > 1000 and data.startswith(PNG_SIGNATURE)
+
+
+TABLE = [
+    {"slice": "income_cat", "value": "1", "n": 120, "share": 0.3, "rmse": 50_000.0,
+     "mae": 40_000.0, "bias": -3_000.0},
+    {"slice": "income_cat", "value": "2", "n": 280, "share": 0.7, "rmse": 45_000.0,
+     "mae": 33_000.0, "bias": 1_000.0},
+    {"slice": "ocean_proximity", "value": "ISLAND", "n": 3, "share": 0.0075,
+     "rmse": 150_000.0, "mae": 140_000.0, "bias": -120_000.0},
+    {"slice": "ocean_proximity", "value": "INLAND", "n": 397, "share": 0.9925,
+     "rmse": 46_000.0, "mae": 35_000.0, "bias": 500.0},
+]
+
+
+def test_prediction_plots(tmp_path) -> None:
+    y, p = _noisy(30_000, seed=12)
+    y[:500] = 500_001.0  # a capped target
+    rng = np.random.default_rng(1)
+    lon, lat = rng.uniform(-124, -114, y.size), rng.uniform(32, 42, y.size)
+    out = [
+        plots.predicted_vs_actual(y, p, tmp_path / "pva.png"),
+        plots.residuals(y, p, tmp_path / "sub" / "residuals.png"),  # parent is created
+        plots.error_map(lon, lat, p - y, tmp_path / "map.png"),
+        plots.predicted_vs_actual(y[:3], p[:3], tmp_path / "tiny.png"),
+        plots.residuals([1.0], [2.0], tmp_path / "one.png"),
+    ]
+    assert all(_is_png(path) for path in out)
+
+
+def test_slice_plot(tmp_path) -> None:
+    assert _is_png(plots.rmse_by_slice(TABLE, tmp_path / "slices.png"))
+    assert _is_png(plots.rmse_by_slice(TABLE[:1], tmp_path / "one.png"))
+    assert _is_png(plots.rmse_by_slice([], tmp_path / "none.png"))
+
+
+def test_training_and_tuning_plots(tmp_path) -> None:
+    history = [{"epoch": e, "train_loss": 1 / e, "val_rmse": 60_000 - 100 * e, "seconds": 0.1}
+               for e in range(1, 21)]
+    trials = [
+        {"number": 0, "value": 52_000.0, "state": "COMPLETE", "family": "random_forest"},
+        {"number": 1, "value": 61_000.0, "state": "PRUNED", "family": "mlp"},
+        {"number": 2, "value": None, "state": "PRUNED", "family": "mlp"},
+        {"number": 3, "value": None, "state": "FAIL", "family": "mlp"},
+        {"number": 4, "value": 48_000.0, "state": "COMPLETE", "family": "hist_gradient_boosting"},
+    ]
+    out = [
+        plots.learning_curves(history, tmp_path / "curves.png"),
+        plots.learning_curves(history[:1], tmp_path / "one_epoch.png"),
+        plots.tuning_history(trials, tmp_path / "history.png"),
+        plots.tuning_history(trials[1:4], tmp_path / "none_complete.png"),
+        plots.param_importances({"n_estimators": 0.6, "max_features": 0.3, "gamma": 0.1},
+                                tmp_path / "importances.png"),
+        plots.param_importances({"only": 1.0}, tmp_path / "one_param.png"),
+    ]
+    assert all(_is_png(path) for path in out)
+
+
+# --- model card --------------------------------------------------------------------------
+
+
+def test_model_card_contents() -> None:
+    text = card.model_card(
+        name="tabreg", data_version="abc123def", git_commit="0123456789ab",
+        family="hist_gradient_boosting", params={"max_iter": 300, "learning_rate": 0.08},
+        metrics={"rmse": 41_448.3, "mae": 28_001.9, "r2": 0.8712, "mape": 15.43, "n": 4128},
+        interval=(40_120.4, 42_876.6), confidence=0.95, slices=TABLE,
+        split={"strategy": "hash", "total": 20640, "train": 16512, "test": 4128},
+        trained_at="2024-05-01T12:00:00+00:00", limitations=["Trained on synthetic data."])
+    for expected in ["41,448", "28,002", "0.8712", "15.4%", "4,128", "40,120", "42,877",
+                     "95%", "abc123def", "0123456789ab", "hash", "16,512", "max_iter",
+                     "Trained on synthetic data.", "500,001", "1990", "ISLAND",
+                     "dvc repro", "make run"]:
+        assert expected in text, expected
+    for row in TABLE:
+        assert f"| {row['slice']} | {row['value']} | {row['n']:,} |" in text or (
+            f"| **{row['slice']}** | **{row['value']}** | **{row['n']:,}** |" in text)
+    # the worst slice with enough rows is highlighted, not the 3-row ISLAND
+    assert "| **income_cat** | **1** | **120** | **50,000** |" in text
+    assert "**ISLAND**" not in text
+    assert card.worst_slice([]) is None

@@ -1,0 +1,121 @@
+"""Tuning: the search space, study identity, early failures, and resumption after a kill."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import optuna
+import pytest
+
+from tabreg.config import load_config, parse_config
+from tabreg.errors import ConfigError
+from tabreg.models.candidates import Candidate
+from tabreg.tuning import check_space, storage_url, study_name, suggest
+from tests.conftest import ROOT, set_params
+
+CONFIG = load_config(ROOT / "params.yaml", env={})
+
+
+def config_with(**tune) -> object:
+    tree = CONFIG.model_dump(mode="json", by_alias=True, exclude={"profile"})
+    tree["tune"].update(tune)
+    return parse_config(tree, env={})
+
+
+def test_suggest_draws_family_features_and_that_familys_params_only():
+    study = optuna.create_study(sampler=optuna.samplers.RandomSampler(seed=0))
+    families = set()
+    for _ in range(30):
+        trial = study.ask()
+        candidate = suggest(trial, CONFIG)
+        families.add(candidate.family)
+        assert set(candidate.features) == {"n_clusters", "gamma"}
+        assert set(candidate.params) == set(CONFIG.tune.space[candidate.family])
+        assert all(k.startswith(("family", "features.", candidate.family)) for k in trial.params)
+        assert 5 <= candidate.features["n_clusters"] <= 60
+        study.tell(trial, 1.0)
+    assert families == {"random_forest", "hist_gradient_boosting", "mlp"}
+
+
+def test_candidate_round_trips_through_its_flat_form():
+    c = Candidate("mlp", {"n_clusters": 7}, {"width": 64, "log_target": True})
+    assert Candidate.from_flat(c.flat()) == c
+
+
+def test_study_name_follows_data_and_space_not_budget():
+    base = study_name(CONFIG, "abc123")
+    assert study_name(CONFIG, "abc123") == base
+    assert study_name(CONFIG, "def456") != base
+    assert study_name(config_with(n_trials=999, timeout=5), "abc123") == base
+    assert study_name(config_with(cv_folds=5), "abc123") != base
+
+
+def test_storage_defaults_to_sqlite_in_the_project(tmp_path):
+    assert storage_url(CONFIG, tmp_path) == f"sqlite:///{tmp_path.resolve()}/optuna.db"
+    env_config = load_config(ROOT / "params.yaml", env={"OPTUNA_STORAGE": "postgresql://h/db"})
+    assert storage_url(env_config, tmp_path) == "postgresql://h/db"
+
+
+@pytest.mark.parametrize(
+    ("tune", "message"),
+    [
+        ({"families": []}, r"search space is empty"),
+        ({"families": ["xgboost"]}, r"tune\.families\.0: Input should be 'random_forest'"),
+        ({"space": {"mlp": {"width": {"low": 9, "high": 3}}}}, r"low \(9\.0\) is greater"),
+        ({"space": {"mlp": {"width": {"choices": []}}}}, r"choices must not be empty"),
+        ({"space": {"svm": {}}}, r"space\.svm: unknown group"),
+        ({"space": {"mlp": {"dropout": {"low": 0, "high": 1, "log": True}}}}, r"log range"),
+    ],
+)
+def test_inconsistent_spaces_fail_at_load(tune, message):
+    with pytest.raises(ConfigError, match=message):
+        config_with(**tune)
+
+
+def test_unknown_parameter_names_fail_before_any_work():
+    config = config_with(space={"random_forest": {"n_trees": {"low": 1, "high": 3}}})
+    with pytest.raises(ConfigError, match=r"tune\.space\.random_forest\.n_trees: not a param"):
+        check_space(config)
+    check_space(CONFIG)
+
+
+def _finished(storage: str) -> list[optuna.trial.FrozenTrial]:
+    studies = optuna.get_all_study_summaries(storage)
+    if not studies:
+        return []
+    study = optuna.load_study(study_name=studies[0].study_name, storage=storage)
+    return [t for t in study.trials if t.state.name in ("COMPLETE", "PRUNED", "FAIL")]
+
+
+def test_killed_study_resumes_keeping_finished_trials(make_project):
+    root = make_project(rows=1500, tune={"n_trials": 40, "timeout": None,
+                                         "families": ["random_forest"]})
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+
+    def cli(*args: str) -> subprocess.Popen:
+        return subprocess.Popen([sys.executable, "-m", "tabreg", "-q", *args], cwd=root,
+                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+
+    for step in ("ingest", "validate", "split"):
+        assert cli(step).wait() == 0
+    storage = f"sqlite:///{root / 'optuna.db'}"
+    proc = cli("tune")
+    deadline = time.time() + 120
+    while time.time() < deadline and len(_finished(storage)) < 3:
+        time.sleep(0.3)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    before = {t.number: (t.params, t.value, t.state) for t in _finished(storage)}
+    assert len(before) >= 3
+
+    set_params(root, "tune", n_trials=len(before) + 2)
+    resumed = cli("tune")
+    _, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err.decode()
+    after = _finished(storage)
+    assert {t.number: (t.params, t.value, t.state) for t in after
+            if t.number in before} == before  # kept, untouched
+    assert len(after) == len(before) + 2  # only the missing trials ran
+    assert len(optuna.get_all_study_summaries(storage)) == 1  # the same study, resumed
