@@ -95,8 +95,11 @@ def summary(stages: list[dict], root: Path, params: str) -> str:
                      f"{100 * split['max_stratum_test_share_deviation']:.2f} points")
     if tuning:
         trials = ", ".join(f"{n} {state.lower()}" for state, n in tuning["trials"].items())
-        lines.append(f"  tuning     best {tuning['best']['family']}, CV RMSE "
-                     f"{tuning['best_cv_rmse']:,.0f} ({trials}; study {tuning['study']})")
+        blend = tuning.get("blend") or {}
+        chosen = (f"blend of trials {blend['trials']}" if blend.get("chosen")
+                  else f"trial {tuning.get('best_trial')}, {tuning['best']['family']}")
+        lines.append(f"  tuning     best: {chosen}, CV RMSE {tuning['best_cv_rmse']:,.0f} "
+                     f"({trials}; study {tuning['study']})")
     if scores:
         lines.append(f"  test       RMSE {scores['rmse']:,.0f} "
                      f"({100 * scores['confidence']:.0f}% interval {scores['rmse_low']:,.0f}-"

@@ -209,6 +209,7 @@ class TuneConfig(_Frozen):
     storage: str | None = None  # null: sqlite:///optuna.db (OPTUNA_STORAGE overrides)
     families: tuple[Family, ...] = ("random_forest", "hist_gradient_boosting", "mlp")
     space: dict[str, dict[str, Range]] = {}
+    blend: bool = True  # try a weighted average of each family's best trial after the study
 
     @model_validator(mode="after")
     def _check(self) -> TuneConfig:

@@ -6,6 +6,11 @@ median pruner. The study lives in persistent storage under a name derived from t
 and the search space: rerunning after a crash resumes it, keeping every finished trial; a new
 data version or a new space starts a new study. Trials whose process died are failed by
 Optuna's heartbeat after a grace period, so several workers can share one PostgreSQL storage.
+
+After the study, :func:`select_blend` tries a weighted average of the best trial of each family
+(greedy ensemble selection with replacement on the trials' out-of-fold predictions, which cost
+nothing extra): different families err differently, and the blend wins when it beats the best
+single trial on the same cross-validation rows.
 """
 
 from __future__ import annotations
@@ -25,7 +30,7 @@ import pandas as pd
 
 from tabreg.config import Config, Range
 from tabreg.errors import ConfigError, TabregError
-from tabreg.models.candidates import Candidate, make_estimator, make_pipeline
+from tabreg.models.candidates import Blend, Candidate, make_estimator, make_pipeline
 
 log = logging.getLogger(__name__)
 
@@ -49,7 +54,7 @@ def study_name(config: Config, data_version: str) -> str:
     """Same data and same search space: same study (resumed); any change: a new one."""
     space = {
         "tune": config.tune.model_dump(mode="json", by_alias=True,
-                                       exclude={"n_trials", "timeout", "storage"}),
+                                       exclude={"n_trials", "timeout", "storage", "blend"}),
         "features": config.features.model_dump(mode="json"),
         "train": config.train.model_dump(mode="json", exclude={"device"}),
         "target": config.schema.target,
@@ -104,13 +109,16 @@ def _rmse(y: np.ndarray, pred: np.ndarray) -> float:
 
 
 def cross_validate(candidate: Candidate, config: Config, frame: pd.DataFrame,
-                   report: Callable[[float, int], None] | None = None) -> list[float]:
-    """Fold RMSEs of ``candidate`` on ``frame``; ``report(value, step)`` may raise to prune."""
+                   report: Callable[[float, int], None] | None = None
+                   ) -> tuple[list[float], np.ndarray]:
+    """Fold RMSEs and out-of-fold predictions of ``candidate`` on ``frame``;
+    ``report(value, step)`` may raise to prune."""
     from sklearn.model_selection import KFold
 
     y = frame[config.schema.target].to_numpy(dtype=float)
     folds = KFold(n_splits=config.tune.cv_folds, shuffle=True, random_state=config.tune.seed)
     scores: list[float] = []
+    oof = np.full(len(frame), np.nan)
     for k, (fit_idx, val_idx) in enumerate(folds.split(frame)):
         pipeline = make_pipeline(candidate, config)
         fit_params = {}
@@ -120,19 +128,38 @@ def cross_validate(candidate: Candidate, config: Config, frame: pd.DataFrame,
                     report(val_rmse, EPOCH_STEP_OFFSET + epoch)
             fit_params["model__epoch_callback"] = on_epoch
         pipeline.fit(frame.iloc[fit_idx], y[fit_idx], **fit_params)
-        scores.append(_rmse(y[val_idx], pipeline.predict(frame.iloc[val_idx])))
+        oof[val_idx] = pipeline.predict(frame.iloc[val_idx])
+        scores.append(_rmse(y[val_idx], oof[val_idx]))
         if report is not None:
             report(float(np.mean(scores)), k)
-    return scores
+    return scores, oof
+
+
+def select_blend(members: list[tuple[Candidate, np.ndarray]], y: np.ndarray,
+                 rounds: int = 20) -> tuple[list[float], float]:
+    """Greedy ensemble selection with replacement (Caruana et al., 2004): repeatedly add the
+    member whose addition most lowers the RMSE of the average. Returns weights and the RMSE."""
+    predictions = np.stack([p for _, p in members])
+    counts = np.zeros(len(members))
+    total = np.zeros_like(y, dtype=float)
+    for step in range(1, rounds + 1):
+        trial = [(_rmse(y, (total + p) / step), i) for i, p in enumerate(predictions)]
+        _, best = min(trial)
+        counts[best] += 1
+        total += predictions[best]
+    weights = (counts / counts.sum()).tolist()
+    return weights, _rmse(y, (predictions * np.array(weights)[:, None]).sum(axis=0))
 
 
 @dataclass(frozen=True)
 class TuneResult:
     study: str
-    best: Candidate
+    best: Candidate | Blend
     best_value: float
     trials: list[dict] = field(default_factory=list)
     importances: dict[str, float] = field(default_factory=dict)
+    best_trial: int | None = None
+    blend: dict[str, Any] = field(default_factory=dict)
 
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -165,6 +192,7 @@ def tune(config: Config, train: pd.DataFrame, *, root: Path, data_version: str,
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     name = study_name(config, data_version)
+    oof_dir = root / ".cache" / "oof" / name  # out-of-fold predictions, for the blend
     study = optuna.create_study(
         study_name=name, storage=_storage(storage_url(config, root)), load_if_exists=True,
         direction="minimize",
@@ -195,7 +223,7 @@ def tune(config: Config, train: pd.DataFrame, *, root: Path, data_version: str,
 
             started = time.perf_counter()
             try:
-                scores = cross_validate(candidate, config, train, report)
+                scores, oof = cross_validate(candidate, config, train, report)
             except optuna.TrialPruned:
                 mlflow.set_tag("state", "pruned")
                 raise
@@ -207,6 +235,8 @@ def tune(config: Config, train: pd.DataFrame, *, root: Path, data_version: str,
             mlflow.log_metrics({"cv_rmse": value, "cv_rmse_std": float(np.std(scores)),
                                 "seconds": time.perf_counter() - started})
             mlflow.set_tag("state", "complete")
+            oof_dir.mkdir(parents=True, exist_ok=True)
+            np.save(oof_dir / f"{trial.number}.npy", oof)
             return value
 
     if remaining > 0:
@@ -227,5 +257,38 @@ def tune(config: Config, train: pd.DataFrame, *, root: Path, data_version: str,
         except (RuntimeError, ValueError) as exc:  # too few distinct values, for one
             log.warning("tune: parameter importances unavailable: %s", exc)
     best = study.best_trial
-    return TuneResult(name, Candidate.from_flat(best.params), float(best.value), trials,
-                      importances)
+    single = Candidate.from_flat(best.params)
+    y = train[config.schema.target].to_numpy(dtype=float)
+    chosen, value, blend = single, float(best.value), _blend(study, oof_dir, y, config)
+    if blend and blend["chosen"]:
+        chosen, value = blend.pop("candidate"), blend["cv_rmse"]
+    blend.pop("candidate", None)
+    return TuneResult(name, chosen, value, trials, importances, best.number, blend)
+
+
+def _blend(study: Any, oof_dir: Path, y: np.ndarray, config: Config) -> dict[str, Any]:
+    """The blend of the best trial of each family, and whether it beats the best trial."""
+    if not config.tune.blend:
+        return {}
+    best_of: dict[str, Any] = {}
+    for t in study.trials:
+        family = t.params.get("family")
+        if t.state.name == "COMPLETE" and (oof_dir / f"{t.number}.npy").exists() and (
+                family not in best_of or t.value < best_of[family].value):
+            best_of[family] = t
+    if len(best_of) < 2:
+        return {}
+    trials = sorted(best_of.values(), key=lambda t: t.value)
+    members = [(Candidate.from_flat(t.params), np.load(oof_dir / f"{t.number}.npy"))
+               for t in trials]
+    single = _rmse(y, members[0][1])
+    weights, rmse = select_blend(members, y)
+    kept = [(m, w) for (m, _), w in zip(members, weights, strict=True) if w > 0]
+    chosen = len(kept) > 1 and rmse < single
+    log.info("tune: blend of %s: OOF RMSE %.0f vs best trial %.0f (%s)",
+             [f"{t.number}:{t.params['family']}" for t in trials], rmse, single,
+             "chosen" if chosen else "not chosen")
+    return {"trials": [t.number for t, w in zip(trials, weights, strict=True) if w > 0],
+            "weights": [w for _, w in kept], "cv_rmse": rmse, "best_trial_oof_rmse": single,
+            "chosen": chosen,
+            "candidate": Blend(tuple(m for m, _ in kept), tuple(w for _, w in kept))}

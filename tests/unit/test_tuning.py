@@ -6,6 +6,7 @@ import subprocess
 import sys
 import time
 
+import numpy as np
 import optuna
 import pytest
 
@@ -119,3 +120,34 @@ def test_killed_study_resumes_keeping_finished_trials(make_project):
             if t.number in before} == before  # kept, untouched
     assert len(after) == len(before) + 2  # only the missing trials ran
     assert len(optuna.get_all_study_summaries(storage)) == 1  # the same study, resumed
+
+
+def test_blend_selection_averages_members_that_err_differently():
+    from tabreg.tuning import select_blend
+
+    rng = np.random.default_rng(0)
+    y = rng.normal(200_000, 50_000, 4000)
+    noise = rng.normal(0, 30_000, 4000)
+    a, b = y + noise, y - noise + rng.normal(0, 5_000, 4000)  # opposite errors
+    junk = y + rng.normal(0, 90_000, 4000)
+    members = [(Candidate("random_forest"), a), (Candidate("mlp"), b),
+               (Candidate("hist_gradient_boosting"), junk)]
+    weights, rmse = select_blend(members, y)
+    assert weights[2] == 0 and abs(weights[0] - weights[1]) <= 0.2
+    assert sum(weights) == pytest.approx(1)
+    assert rmse < 0.5 * min(np.sqrt(np.mean((a - y) ** 2)), np.sqrt(np.mean((b - y) ** 2)))
+
+
+def test_blend_round_trips_and_predicts_the_weighted_average():
+    from tabreg.data import synthetic
+    from tabreg.models.candidates import Blend, from_flat, make_pipeline
+
+    rf = Candidate("random_forest", {"n_clusters": 4}, {"n_estimators": 10})
+    hgb = Candidate("hist_gradient_boosting", {"n_clusters": 6}, {"max_iter": 20})
+    blend = Blend((rf, hgb), (0.25, 0.75))
+    assert from_flat(blend.flat()) == blend and from_flat(rf.flat()) == rf
+    frame = synthetic.generate(800, seed=3)
+    y = frame.pop("median_house_value").to_numpy()
+    model = make_pipeline(blend, CONFIG).fit(frame, y)
+    parts = [make_pipeline(m, CONFIG).fit(frame, y).predict(frame) for m in (rf, hgb)]
+    np.testing.assert_allclose(model.predict(frame), 0.25 * parts[0] + 0.75 * parts[1])

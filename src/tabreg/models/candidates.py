@@ -3,10 +3,13 @@
 A candidate is (family, feature parameters, model parameters). The same function builds it for
 an Optuna trial, for the final refit and for the logged MLflow model, so what was tuned is what
 ships. The preprocessing sits inside the pipeline: a fitted candidate takes the raw columns.
+A :class:`Blend` is a weighted average of candidates chosen after the study (see
+``tuning.select_blend``); each member keeps its own preprocessing.
 """
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -41,6 +44,28 @@ class Candidate:
         return cls(family, features, params)
 
 
+@dataclass(frozen=True)
+class Blend:
+    """A weighted average of candidates' predictions (weights sum to 1)."""
+
+    members: tuple[Candidate, ...]
+    weights: tuple[float, ...]
+    family: str = "blend"
+
+    def flat(self) -> dict[str, Any]:
+        return {"family": self.family,
+                "blend.members": json.dumps([m.flat() for m in self.members]),
+                "blend.weights": json.dumps([round(w, 6) for w in self.weights])}
+
+
+def from_flat(flat: dict[str, Any]) -> Candidate | Blend:
+    """Inverse of ``flat()`` for either kind."""
+    if flat["family"] == "blend":
+        members = tuple(Candidate.from_flat(m) for m in json.loads(flat["blend.members"]))
+        return Blend(members, tuple(json.loads(flat["blend.weights"])))
+    return Candidate.from_flat(flat)
+
+
 def make_estimator(candidate: Candidate, config: Config, *, n_jobs: int = -1) -> BaseEstimator:
     """The model part of a candidate, seeded from the configuration."""
     seed = config.tune.seed
@@ -63,9 +88,18 @@ def make_estimator(candidate: Candidate, config: Config, *, n_jobs: int = -1) ->
     raise ValueError(f"unknown model family {candidate.family!r}; expected one of {FAMILIES}")
 
 
-def make_pipeline(candidate: Candidate, config: Config, *, n_jobs: int = -1) -> Pipeline:
-    """Preprocessing (the book's features, with the candidate's overrides) + the model."""
+def make_pipeline(candidate: Candidate | Blend, config: Config, *,
+                  n_jobs: int = -1) -> BaseEstimator:
+    """Preprocessing (the book's features, with the candidate's overrides) + the model; for a
+    blend, sklearn's VotingRegressor over one such pipeline per member."""
     from tabreg.features import build_preprocessor
+
+    if isinstance(candidate, Blend):
+        from sklearn.ensemble import VotingRegressor
+
+        members = [(f"{m.family}_{i}", make_pipeline(m, config, n_jobs=n_jobs))
+                   for i, m in enumerate(candidate.members)]
+        return VotingRegressor(members, weights=list(candidate.weights))
 
     preprocessor = build_preprocessor(config.schema, config.features, **candidate.features)
     return Pipeline([("features", preprocessor),

@@ -120,11 +120,16 @@ def tune(config: Config, root: Path) -> dict:
         for figure in figures:
             mlflow.log_artifact(str(figure), "tuning")
         mlflow.log_metrics({"best_cv_rmse": result.best_value, "tuning_seconds": seconds})
-        mlflow.set_tags({"study": result.study, "best_family": result.best.family})
+        mlflow.set_tags({"study": result.study, "best_family": result.best.family,
+                         "best_trial": str(result.best_trial)})
+        if result.blend:
+            mlflow.log_dict(result.blend, "tuning/blend.json")
     summary = {
         "study": result.study,
         "best": result.best.flat(),
         "best_cv_rmse": round(result.best_value, 2),
+        "best_trial": result.best_trial,
+        "blend": result.blend,
         "trials": result.counts(),
         "seconds": round(seconds, 1),
         "parent_run_id": parent.info.run_id,
@@ -159,15 +164,31 @@ def _save_model_dir(pipeline: Any, dest: Path, **kwargs: Any) -> None:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
+def _history(model: Any) -> list[dict]:
+    """The MLP's per-epoch learning curve, if the model (or a blend member) is an MLP."""
+    steps = getattr(model, "named_steps", None)
+    if steps is not None:
+        return list(getattr(steps["model"], "history_", []))
+    for member in getattr(model, "estimators_", []):
+        if history := _history(member):
+            return history
+    return []
+
+
+def _family_requirements(candidate: Any) -> str:
+    members = getattr(candidate, "members", (candidate,))
+    return "mlp" if any(m.family == "mlp" for m in members) else candidate.family
+
+
 def train(config: Config, root: Path) -> dict:
     import mlflow
     from mlflow.models import infer_signature
 
     from tabreg import tracking
-    from tabreg.models.candidates import Candidate, make_pipeline
+    from tabreg.models.candidates import from_flat, make_pipeline
 
     tuning = _read_json(root / TUNING_FILE, "tune")
-    candidate = Candidate.from_flat(tuning["best"])
+    candidate = from_flat(tuning["best"])
     tracking.start(config, root)
     frame = read_table(root / config.paths.train)
     frame.attrs["md5"] = recorded_md5(root, config.paths.train)
@@ -184,7 +205,7 @@ def train(config: Config, root: Path) -> dict:
         started = time.perf_counter()
         pipeline.fit(X, y)
         seconds = time.perf_counter() - started
-        history = list(getattr(pipeline.named_steps["model"], "history_", []))
+        history = _history(pipeline)
         for h in history:
             mlflow.log_metrics({"train_loss": h["train_loss"], "val_rmse": h["val_rmse"]},
                                step=int(h["epoch"]))
@@ -193,7 +214,7 @@ def train(config: Config, root: Path) -> dict:
         model_kwargs = {"signature": signature, "input_example": example,
                         "serialization_format": "cloudpickle",
                         "code_paths": [str(Path(__file__).resolve().parents[1])],
-                        "pip_requirements": _requirements(candidate.family)}
+                        "pip_requirements": _requirements(_family_requirements(candidate))}
         info = mlflow.sklearn.log_model(pipeline, name="model", **model_kwargs)
         mlflow.log_metric("fit_seconds", seconds)
         _save_model_dir(pipeline, root / MODEL_DIR, **model_kwargs)
