@@ -51,7 +51,8 @@ def storage_url(config: Config, root: Path) -> str:
 
 
 def study_name(config: Config, data_version: str) -> str:
-    """Same data and same search space: same study (resumed); any change: a new one."""
+    """Same training data and same search space: same study (resumed); any change: a new one.
+    ``data_version`` is the hash of the training split the trials are scored on."""
     space = {
         "tune": config.tune.model_dump(mode="json", by_alias=True,
                                        exclude={"n_trials", "timeout", "storage", "blend"}),
@@ -218,6 +219,8 @@ def tune(config: Config, train: pd.DataFrame, *, root: Path, data_version: str,
                 trial.report(value, step)
                 if step < EPOCH_STEP_OFFSET:
                     mlflow.log_metric("cv_rmse_running", value, step=step)
+                else:  # the MLP's learning curve on the first fold
+                    mlflow.log_metric("fold0_val_rmse", value, step=step - EPOCH_STEP_OFFSET)
                 if trial.should_prune():
                     raise optuna.TrialPruned(f"pruned at step {step} (rmse {value:,.0f})")
 
@@ -273,8 +276,10 @@ def _blend(study: Any, oof_dir: Path, y: np.ndarray, config: Config) -> dict[str
     best_of: dict[str, Any] = {}
     for t in study.trials:
         family = t.params.get("family")
-        if t.state.name == "COMPLETE" and (oof_dir / f"{t.number}.npy").exists() and (
-                family not in best_of or t.value < best_of[family].value):
+        path = oof_dir / f"{t.number}.npy"
+        better = family not in best_of or t.value < best_of[family].value
+        if (t.state.name == "COMPLETE" and better and path.exists()
+                and len(np.load(path, mmap_mode="r")) == len(y)):  # scored on these rows
             best_of[family] = t
     if len(best_of) < 2:
         return {}

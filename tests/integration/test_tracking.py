@@ -50,6 +50,10 @@ def test_mlflow_holds_the_pipeline_run_trials_and_model(trained):
     assert set(trials["tags.state"]) <= {"complete", "pruned", "failed"}
     assert "complete" in set(trials["tags.state"])
     assert (runs["tags.kind"] == "train").sum() == 1
+    client = mlflow.MlflowClient()
+    for run_id in trials[trials["tags.family"] == "mlp"]["run_id"]:  # learning curves
+        curve = client.get_metric_history(run_id, "fold0_val_rmse")
+        assert [m.step for m in curve] == sorted(m.step for m in curve)
 
     run = mlflow.get_run(train["run_id"])
     for key in ("test_rmse", "test_mae", "test_r2", "test_mape", "test_rmse_low"):

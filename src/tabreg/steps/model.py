@@ -109,7 +109,10 @@ def tune(config: Config, root: Path) -> dict:
         mlflow.log_params(tracking.flat_params(config, MODEL_SECTIONS))
         _log_dataset(train, config, "train", config.paths.train, "training")
         started = time.perf_counter()
-        result = tuning.tune(config, train, root=root, data_version=version,
+        # The study is keyed on the training split it scores (a new split is a new study),
+        # which changes with the data version and with the split parameters.
+        result = tuning.tune(config, train, root=root,
+                             data_version=train.attrs["md5"] or version,
                              parent_run_id=parent.info.run_id)
         seconds = time.perf_counter() - started
         out = _reports(config, root) / "tuning"
