@@ -305,3 +305,14 @@ def test_model_card_contents() -> None:
     assert "| **income_cat** | **1** | **120** | **50,000** |" in text
     assert "**ISLAND**" not in text
     assert card.worst_slice([]) is None
+
+
+def test_card_checkout_command_is_a_valid_ref_for_a_dirty_tree():
+    from tabreg.evaluation.card import model_card
+
+    text = model_card(name="m", data_version="v", git_commit="abc123-dirty", family="rf",
+                      params={}, metrics={"rmse": 1.0, "mae": 1.0, "r2": 0.5, "mape": 1.0,
+                                          "n": 10},
+                      interval=(0.5, 1.5), confidence=0.95, slices=[],
+                      split={"strategy": "hash", "total": 10}, trained_at="t")
+    assert "git checkout abc123\n" in text and "uncommitted changes" in text

@@ -117,9 +117,12 @@ def model_card(*, name: str, data_version: str, git_commit: str, family: str, pa
     lines += _slices(slices) + ["", "## Known limitations", ""]
     lines += [f"- {item}" for item in (*DEFAULT_LIMITATIONS, *(limitations or []))]
     lines += ["", "## How to reproduce", "", "```sh",
-              f"git checkout {git_commit}",
+              f"git checkout {git_commit.removesuffix('-dirty')}",
               "make setup        # the locked virtual environment",
               "dvc repro         # or: make run (same stages, Prefect driver)", "```", "",
+              *(["The model was trained from a work tree with uncommitted changes "
+                 "(`-dirty`): the commit alone may not reproduce it.", ""]
+                if git_commit.endswith("-dirty") else []),
               f"The evaluated data version is `{data_version}`; `dvc repro` re-fetches and "
               "verifies the source, so a different version means the data changed.", ""]
     return "\n".join(lines)
