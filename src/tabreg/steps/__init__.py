@@ -28,6 +28,11 @@ _WHERE = {
 STEP_NAMES: tuple[str, ...] = tuple(_WHERE)
 
 
+def reports_dir(config: Config, root: Path) -> Path:
+    """Where every step writes its reports."""
+    return root / config.paths.reports
+
+
 def get(name: str) -> Callable[[Config, Path], dict]:
     module = importlib.import_module(f"tabreg.steps.{_WHERE[name]}")
     return getattr(module, name)

@@ -10,15 +10,13 @@ from pathlib import Path
 from tabreg.config import BATCH, Config
 from tabreg.errors import ValidationFailed
 from tabreg.io import read_table, write_json, write_table, write_text
+from tabreg.steps import reports_dir
 
 log = logging.getLogger(__name__)
 
 #: Where downloaded sources and extracted members are kept (git- and DVC-ignored).
 CACHE_DIR = ".cache"
 
-
-def _reports(config: Config, root: Path) -> Path:
-    return root / config.paths.reports
 
 
 def base_batch_name(config: Config) -> str:
@@ -52,14 +50,14 @@ def ingest(config: Config, root: Path) -> dict:
     write_table(table, root / config.paths.raw)
     # The report is tracked by git: it names the data by checksum, not by where it was read.
     result = {"sha256": data.sha256, "member": data.member, **ing.summary(infos, table)}
-    write_json(result, _reports(config, root) / "ingest.json")
+    write_json(result, reports_dir(config, root) / "ingest.json")
     log.info("ingest: %d rows (%d files) from %s -> %s", len(table), len(infos), data.source,
              config.paths.raw)
     return result
 
 
 def validation_dir(config: Config, root: Path) -> Path:
-    return _reports(config, root) / "validation"
+    return reports_dir(config, root) / "validation"
 
 
 def validate(config: Config, root: Path) -> dict:
@@ -113,8 +111,8 @@ def split(config: Config, root: Path) -> dict:
     write_table(result.train, root / config.paths.train)
     write_table(result.test, root / config.paths.test)
     rep = sp.report(table, result, config.split)
-    write_json(rep, _reports(config, root) / "split.json")
-    write_text(sp.report_markdown(rep), _reports(config, root) / "split.md")
+    write_json(rep, reports_dir(config, root) / "split.json")
+    write_text(sp.report_markdown(rep), reports_dir(config, root) / "split.md")
     log.info("split (%s): %d train, %d test rows", config.split.strategy,
              len(result.train), len(result.test))
     return rep

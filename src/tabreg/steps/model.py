@@ -26,6 +26,7 @@ from tabreg.errors import TabregError
 from tabreg.io import read_table, write_json, write_text
 from tabreg.pipeline import data_version as recorded_data_version
 from tabreg.pipeline import recorded_md5
+from tabreg.steps import reports_dir
 
 log = logging.getLogger(__name__)
 
@@ -36,9 +37,6 @@ MODEL_DIR = "models/model"
 #: Sections of the configuration that decide the model, logged as params of the parent run.
 MODEL_SECTIONS = ("data", "schema", "split", "features", "tune", "train")
 
-
-def _reports(config: Config, root: Path) -> Path:
-    return root / config.paths.reports
 
 
 def _read_json(path: Path, what: str) -> dict:
@@ -78,7 +76,7 @@ def features(config: Config, root: Path) -> dict:
                      for n, m, s in zip(names, matrix.mean(axis=0), matrix.std(axis=0),
                                         strict=True)],
     }
-    write_json(result, _reports(config, root) / "features.json")
+    write_json(result, reports_dir(config, root) / "features.json")
     log.info("features: %d features from %d training rows", len(names), matrix.shape[0])
     return {"rows": result["rows"], "n_features": len(names)}
 
@@ -115,7 +113,7 @@ def tune(config: Config, root: Path) -> dict:
                              data_version=train.attrs["md5"] or version,
                              parent_run_id=parent.info.run_id)
         seconds = time.perf_counter() - started
-        out = _reports(config, root) / "tuning"
+        out = reports_dir(config, root) / "tuning"
         write_json(result.trials, out / "trials.json")
         figures = [plots.tuning_history(result.trials, out / "history.png")]
         if result.importances:
@@ -221,7 +219,7 @@ def train(config: Config, root: Path) -> dict:
         info = mlflow.sklearn.log_model(pipeline, name="model", **model_kwargs)
         mlflow.log_metric("fit_seconds", seconds)
         _save_model_dir(pipeline, root / MODEL_DIR, **model_kwargs)
-    write_json(history, _reports(config, root) / "learning_curve.json")
+    write_json(history, reports_dir(config, root) / "learning_curve.json")
     summary = {"run_id": run.info.run_id, "parent_run_id": tuning["parent_run_id"],
                "model_uri": info.model_uri, "family": candidate.family,
                "params": candidate.flat(), "fit_seconds": round(seconds, 2),
@@ -251,7 +249,7 @@ def evaluate(config: Config, root: Path) -> dict:
     low, high = metrics.bootstrap_rmse(y, pred, n_resamples=ev.bootstrap,
                                        confidence=ev.confidence, seed=ev.seed)
     table = slices.slice_table(test, y, pred, ev.slices)
-    reports = _reports(config, root)
+    reports = reports_dir(config, root)
     figures = reports / "plots"
     made = [
         plots.predicted_vs_actual(y, pred, figures / "predicted_vs_actual.png"),
