@@ -275,12 +275,13 @@ def _blend(study: Any, oof_dir: Path, y: np.ndarray, config: Config) -> dict[str
         return {}
     best_of: dict[str, Any] = {}
     for t in study.trials:
+        if t.state.name != "COMPLETE":  # running, pruned or failed trials have no value
+            continue
         family = t.params.get("family")
         path = oof_dir / f"{t.number}.npy"
         better = family not in best_of or t.value < best_of[family].value
-        if (t.state.name == "COMPLETE" and better and path.exists()
-                and len(np.load(path, mmap_mode="r")) == len(y)):  # scored on these rows
-            best_of[family] = t
+        if better and path.exists() and len(np.load(path, mmap_mode="r")) == len(y):
+            best_of[family] = t  # scored on these rows
     if len(best_of) < 2:
         return {}
     trials = sorted(best_of.values(), key=lambda t: t.value)
