@@ -24,7 +24,8 @@ export PREFECT_LOGGING_EXTRA_LOGGERS ?= tabreg
 TAB := python -m tabreg --params $(PARAMS)
 
 .PHONY: help setup profile run repro ingest validate split features tune train evaluate ui \
-	check-file generate test test-fast lint clean distclean
+	check-file generate test test-fast lint clean distclean register promote rollback status \
+	retrain schedule prefect-server new-batch
 
 help: ## list the targets
 	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
@@ -73,6 +74,31 @@ train: $(STAMP) profile ## DVC stage train: refit the best configuration, log th
 evaluate: $(STAMP) profile ## DVC stage evaluate: metrics, interval, slices, plots, model card
 	dvc repro evaluate
 
+register: $(STAMP) profile ## DVC stage register: the model becomes challenger, then the gate
+	dvc repro register
+
+promote: $(STAMP) ## run the champion/challenger gate for the current challenger
+	$(TAB) promote
+
+rollback: $(STAMP) ## move champion back to the champion it replaced (recorded)
+	$(TAB) rollback
+
+status: $(STAMP) ## champion, challenger and the last decisions
+	@$(TAB) status
+
+retrain: $(STAMP) ## the retrain-and-promote flow, once, now (skips when there is no new data)
+	python flows/retrain.py --params $(PARAMS)
+
+schedule: $(STAMP) ## serve the retrain deployments on their crons (needs a Prefect server)
+	python flows/retrain.py --params $(PARAMS) --serve
+
+prefect-server: $(STAMP) ## a local Prefect server and UI on http://127.0.0.1:4200
+	prefect server start --host 127.0.0.1 --port 4200
+
+new-batch: $(STAMP) ## demo batch into data/landing: ROWS=2000 DRIFT=0.3 CORRUPT=out-of-range
+	$(TAB) new-batch --rows $(or $(ROWS),2000) $(if $(DRIFT),--drift $(DRIFT)) \
+		$(if $(CORRUPT),--corrupt $(CORRUPT)) $(if $(SEED),--seed $(SEED))
+
 ui: $(STAMP) ## MLflow UI on http://127.0.0.1:$(UI_PORT) over the same store as the runs
 	mlflow ui --backend-store-uri "$$($(TAB) -q tracking-uri)" --host 127.0.0.1 --port $(UI_PORT)
 
@@ -98,3 +124,16 @@ clean: ## remove pipeline outputs and caches (keeps .venv, the DVC cache and dat
 
 distclean: clean ## clean, and remove .venv and the local Prefect home
 	rm -rf $(VENV) .prefect
+
+# --- serving, batch scoring and benchmarks --------------------------------------------------
+.PHONY: serve predict bench
+
+serve: $(STAMP) ## serve the champion over HTTP (serve.host:serve.port; PORT=..., VERSION=n pins one)
+	$(TAB) serve $(if $(PORT),--port $(PORT)) $(if $(VERSION),--version $(VERSION))
+
+predict: $(STAMP) ## score a file: make predict INPUT=in.csv OUTPUT=out.parquet [VERSION=n]
+	@test -n "$(INPUT)" -a -n "$(OUTPUT)" || { echo "usage: make predict INPUT=in.csv|.parquet OUTPUT=out.csv|.parquet [VERSION=n]" >&2; exit 2; }
+	$(TAB) predict "$(INPUT)" "$(OUTPUT)" $(if $(VERSION),--version $(VERSION))
+
+bench: $(STAMP) ## benchmarks -> bench/results.json (about 10 min); BENCH=quick: small sizes
+	python bench/run.py $(if $(filter quick,$(BENCH)),--quick)

@@ -42,7 +42,7 @@ def run_stage(name: str, params: str, root: str) -> dict:
 
 @flow(name="training", log_prints=True)
 def training(params: str = "params.yaml", root: str = ".") -> list[dict]:
-    """ingest -> validate -> split -> features -> tune -> train -> evaluate."""
+    """ingest -> validate -> split -> features -> tune -> train -> evaluate -> register."""
     from tabreg.steps.model import preflight
 
     # A bad configuration, an unreachable tracking store or a missing GPU fails here, before
@@ -106,6 +106,15 @@ def summary(stages: list[dict], root: Path, params: str) -> str:
                      f"{scores['rmse_high']:,.0f}), MAE {scores['mae']:,.0f}, "
                      f"R^2 {scores['r2']:.3f}")
         lines.append(f"  model card {config.paths.reports}/model_card.md; runs: make ui")
+    if decision := report("promotion.json"):
+        name = config.registry.model_name
+        champion = decision.get("to") or (decision["challenger"] if decision["action"] ==
+                                          "promote" else decision.get("champion"))
+        lines.append(f"  promotion  {decision['action']} (challenger {name} version "
+                     f"{decision.get('challenger')}); champion now: "
+                     f"{f'version {champion}' if champion else 'none'}")
+        lines.extend(f"             - {reason}" for reason in decision.get("reasons", []))
+        lines.append("             make status shows the registry; make rollback reverts")
     return "\n".join(lines)
 
 

@@ -28,6 +28,27 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("tune", help="Optuna study over families, hyper-parameters and features")
     sub.add_parser("train", help="refit the best configuration on the whole training split")
     sub.add_parser("evaluate", help="test metrics, interval, slices, plots and model card")
+    sub.add_parser("register", help="register the trained model as challenger, then gate it")
+    sub.add_parser("promote", help="run the champion/challenger gate for the challenger")
+    sub.add_parser("rollback", help="move champion back to the previous champion")
+    sub.add_parser("status", help="champion, challenger and the last decisions")
+    predict = sub.add_parser("predict", help="score a CSV or Parquet file with the champion "
+                             "(or --version), in chunks")
+    predict.add_argument("input", type=Path, help=".csv, .csv.gz or .parquet")
+    predict.add_argument("output", type=Path, help=".csv or .parquet (written atomically)")
+    predict.add_argument("--version", default=None, help="a registered version (default: the "
+                         "champion)")
+    predict.add_argument("--chunk-rows", type=int, default=None,
+                         help="rows per chunk (default: serve.chunk_rows)")
+    serve = sub.add_parser("serve", help="serve the champion over HTTP (serve.host, serve.port)")
+    serve.add_argument("--host", default=None)
+    serve.add_argument("--port", type=int, default=None)
+    serve.add_argument("--version", default=None, help="pin a registered version (default: "
+                       "follow the champion alias)")
+    serve.add_argument("--refresh", type=float, default=10.0,
+                       help="seconds between checks of the champion alias (0: never)")
+    serve.add_argument("--threads", type=int, default=1,
+                       help="BLAS/OpenMP threads per prediction (0: no cap)")
     sub.add_parser("config", help="print the resolved configuration (overrides applied)")
     sub.add_parser("tracking-uri", help="print the MLflow tracking URI the pipeline uses")
     check = sub.add_parser("check-file", help="check one CSV against the schema and a contract")
@@ -38,7 +59,36 @@ def _parser() -> argparse.ArgumentParser:
     gen.add_argument("--rows", type=int, required=True)
     gen.add_argument("--seed", type=int, default=0)
     gen.add_argument("--out", type=Path, required=True)
+    batch = sub.add_parser("new-batch", help="write a demonstration batch into the landing "
+                           "folder (clean, drifted or corrupted)")
+    batch.add_argument("--rows", type=int, default=2000)
+    batch.add_argument("--seed", type=int, default=None,
+                       help="default: one more than the files already in the landing folder")
+    batch.add_argument("--drift", type=float, default=0.0,
+                       help="raise incomes by this fraction (0.3: +30%%)")
+    batch.add_argument("--corrupt", default=None,
+                       help="one of: out-of-range, new-category, nulls, text, relation")
     return parser
+
+
+def _new_batch(config, root: Path, rows: int, seed: int | None, drift: float,
+               corrupt: str | None) -> dict:
+    from datetime import UTC, datetime
+
+    from tabreg.data import batches, synthetic
+    from tabreg.errors import ConfigError
+
+    landing = root / config.data.landing_dir
+    existing = list(landing.glob("*.csv")) if landing.is_dir() else []
+    seed = 1000 + len(existing) if seed is None else seed
+    try:
+        frame = batches.make_batch(rows, seed, drift=drift, corrupt=corrupt)
+    except ValueError as exc:
+        raise ConfigError(f"new-batch: {exc}") from None
+    kind = "-".join(filter(None, [f"drift{drift:g}" if drift else "", corrupt or ""])) or "clean"
+    path = landing / f"{datetime.now(UTC):%Y-%m-%dT%H%M%S}-{kind}-{seed}.csv"
+    synthetic.write_csv(frame, path)
+    return {"out": str(path), "rows": rows, "seed": seed, "drift": drift, "corrupt": corrupt}
 
 
 def _check_file(config, root: Path, path: Path, suite: str) -> dict:
@@ -84,6 +134,30 @@ def run(argv: list[str] | None = None) -> int:
                 return 0
             elif args.command == "check-file":
                 result = _check_file(config, root, args.path, args.suite)
+            elif args.command == "predict":
+                from tabreg import scoring
+
+                result = scoring.predict_file(config, root, args.input, args.output,
+                                              version=args.version,
+                                              chunk_rows=args.chunk_rows,
+                                              progress=not args.quiet)
+            elif args.command == "serve":
+                from tabreg import serving
+
+                serving.serve(config, root, host=args.host, port=args.port,
+                              version=args.version, refresh=args.refresh,
+                              threads=args.threads or None)
+                return 0
+            elif args.command == "new-batch":
+                result = _new_batch(config, root, args.rows, args.seed, args.drift,
+                                    args.corrupt)
+            elif args.command == "status":
+                from tabreg.steps import registry
+
+                result = registry.status(config, root)
+                if not args.quiet:
+                    print(registry.status_text(result))
+                return 0
             else:
                 from tabreg import steps
 

@@ -235,6 +235,71 @@ class TrackingConfig(_Frozen):
     experiment: str = "tabreg"
 
 
+class RegistryConfig(_Frozen):
+    """Where trained models are registered and where decisions about them are written."""
+
+    model_name: str = Field(default="tabreg", min_length=1)
+    ledger: str = Field(default="registry/ledger.jsonl",
+                        description="decisions, one JSON object per line")
+
+
+class PromotionConfig(_Frozen):
+    """The champion/challenger gate (see ``tabreg.gate``)."""
+
+    max_rmse: float = Field(default=math.inf, gt=0, description="bar for the first champion")
+    min_improvement: float = Field(default=0.01, ge=0, lt=1, description="relative RMSE gain")
+    require_interval: bool = True  # the paired bootstrap interval must lie below zero
+    max_slice_regression: float = Field(default=0.05, ge=0)
+    min_slice_rows: int = Field(default=30, ge=1, description="smaller slices do not gate")
+    bootstrap: int = Field(default=1000, ge=100)
+    confidence: float = Field(default=0.95, gt=0, lt=1)
+    seed: int = 42
+
+
+class DriftConfig(_Frozen):
+    """Population stability index thresholds (the usual 0.1 / 0.25)."""
+
+    bins: int = Field(default=10, ge=2)
+    psi_moderate: float = Field(default=0.1, gt=0)
+    psi_major: float = Field(default=0.25, gt=0)
+    retrain_level: Literal["moderate", "major"] = "major"  # what the drift check retrains on
+
+    @model_validator(mode="after")
+    def _order(self) -> DriftConfig:
+        if self.psi_major <= self.psi_moderate:
+            raise ValueError(f"psi_major ({self.psi_major}) must exceed psi_moderate "
+                             f"({self.psi_moderate})")
+        return self
+
+
+class RetrainConfig(_Frozen):
+    """The scheduled retrain-and-promote flow."""
+
+    cron: str = "0 3 * * 1"             # the scheduled retrain (when there is new data)
+    drift_check_cron: str | None = None  # a more frequent check that retrains on drift only
+    timezone: str = "UTC"
+    min_new_rows: int = Field(default=1, ge=1, description="fewer new rows wait for more")
+    drift: DriftConfig = DriftConfig()
+    lock_timeout: float = Field(default=0, ge=0, description="seconds a second run waits")
+    quarantine_dir: str = "data/quarantine"
+
+    @model_validator(mode="after")
+    def _crons(self) -> RetrainConfig:
+        for key in ("cron", "drift_check_cron"):
+            value = getattr(self, key)
+            if value is not None and len(value.split()) != 5:
+                raise ValueError(f"{key}: {value!r} is not a 5-field cron expression")
+        return self
+
+
+class ServeConfig(_Frozen):
+    """Online and batch scoring of the champion."""
+
+    host: str = "127.0.0.1"
+    port: int = Field(default=5001, ge=1, le=65535)
+    chunk_rows: int = Field(default=100_000, ge=1, description="batch scoring chunk size")
+
+
 class Config(_Frozen):
     data: DataConfig
     schema_: SchemaConfig = Field(alias="schema")
@@ -246,6 +311,10 @@ class Config(_Frozen):
     train: TrainConfig = TrainConfig()
     tracking: TrackingConfig = TrackingConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
+    registry: RegistryConfig = RegistryConfig()
+    promotion: PromotionConfig = PromotionConfig()
+    retrain: RetrainConfig = RetrainConfig()
+    serve: ServeConfig = ServeConfig()
     profiles: dict[str, dict[str, Any]] = {}
     profile: str = "default"
 

@@ -108,3 +108,18 @@ def test_model_value_rises_with_income(project, model):
     delta = model.predict(richer) - model.predict(test)
     assert np.mean(delta) > 10_000
     assert np.mean(delta > 0) > 0.8  # mostly monotonic, as the data says
+
+
+def test_the_model_is_registered_and_served_as_the_first_champion(project, model):
+    import json
+
+    import mlflow
+
+    decision = json.loads((project / "reports/promotion.json").read_text())
+    assert decision["action"] == "promote" and decision["champion"] is None, decision
+    assert "meets the bar" in decision["reasons"][0]
+    mlflow.set_tracking_uri(f"sqlite:///{project / 'mlflow.db'}")
+    champion = mlflow.pyfunc.load_model("models:/housing@champion")
+    test = pd.read_parquet(project / "data/split/test.parquet").head(200)
+    features = [c for c in test.columns if c not in ("row_id", "batch", "median_house_value")]
+    np.testing.assert_allclose(champion.predict(test[features]), model.predict(test[features]))

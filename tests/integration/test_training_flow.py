@@ -23,8 +23,8 @@ def dvc(root: Path, *args: str) -> str:
     return done.stdout
 
 
-ALL = ["ingest", "validate", "split", "features", "tune", "train", "evaluate"]
-AFTER_SPLIT = ["split", "features", "tune", "train", "evaluate"]
+ALL = ["ingest", "validate", "split", "features", "tune", "train", "evaluate", "register"]
+AFTER_SPLIT = ["split", "features", "tune", "train", "evaluate", "register"]
 
 
 def ran(stages: list[dict]) -> list[str]:

@@ -24,8 +24,11 @@ _WHERE = {
     "tune": "model",
     "train": "model",
     "evaluate": "model",
+    "register": "registry",
 }
 STEP_NAMES: tuple[str, ...] = tuple(_WHERE)
+#: Commands that act on the registry outside the pipeline (not DVC stages).
+_WHERE.update(promote="registry", rollback="registry", status="registry")
 
 
 def reports_dir(config: Config, root: Path) -> Path:

@@ -7,6 +7,8 @@ import logging
 import urllib.parse
 from pathlib import Path
 
+import pandas as pd
+
 from tabreg.config import BATCH, Config
 from tabreg.errors import ValidationFailed
 from tabreg.io import read_table, write_json, write_table, write_text
@@ -25,7 +27,8 @@ def base_batch_name(config: Config) -> str:
     return f"source@{config.data.sha256[:12]}"
 
 
-def ingest(config: Config, root: Path) -> dict:
+def read_source(config: Config, root: Path) -> pd.DataFrame:
+    """The source table: fetched (cached), checksum-verified, extracted and read."""
     from tabreg.data import archive, source
     from tabreg.data import ingest as ing
 
@@ -39,8 +42,15 @@ def ingest(config: Config, root: Path) -> dict:
         shown = f"{name}:{data.member}"
     else:
         csv_path, shown = fetched, name
-    base = ing.with_identity(ing.read_csv(csv_path, config.schema, shown), config.schema,
-                             base_batch_name(config), data.id_column)
+    return ing.read_csv(csv_path, config.schema, shown)
+
+
+def ingest(config: Config, root: Path) -> dict:
+    from tabreg.data import ingest as ing
+
+    data = config.data
+    base = ing.with_identity(read_source(config, root), config.schema, base_batch_name(config),
+                             data.id_column)
     batches = [
         ing.with_identity(ing.read_csv(path, config.schema), config.schema, path.name,
                           data.id_column)

@@ -39,7 +39,7 @@ MODEL_SECTIONS = ("data", "schema", "split", "features", "tune", "train")
 
 
 
-def _read_json(path: Path, what: str) -> dict:
+def read_json(path: Path, what: str) -> dict:
     if not path.exists():
         raise TabregError(f"{path}: not found; run the {what} step first")
     return json.loads(path.read_text())
@@ -188,7 +188,7 @@ def train(config: Config, root: Path) -> dict:
     from tabreg import tracking
     from tabreg.models.candidates import from_flat, make_pipeline
 
-    tuning = _read_json(root / TUNING_FILE, "tune")
+    tuning = read_json(root / TUNING_FILE, "tune")
     candidate = from_flat(tuning["best"])
     tracking.start(config, root)
     frame = read_table(root / config.paths.train)
@@ -237,8 +237,8 @@ def evaluate(config: Config, root: Path) -> dict:
     from tabreg import tracking
     from tabreg.evaluation import card, metrics, plots, slices
 
-    trained = _read_json(root / TRAIN_FILE, "train")
-    tuning = _read_json(root / TUNING_FILE, "tune")
+    trained = read_json(root / TRAIN_FILE, "train")
+    tuning = read_json(root / TUNING_FILE, "tune")
     model = mlflow.sklearn.load_model(str(root / MODEL_DIR))
     test = read_table(root / config.paths.test)
     test.attrs["md5"] = recorded_md5(root, config.paths.test)

@@ -1,0 +1,201 @@
+"""The retrain-and-promote flow, and its schedule.
+
+look for new data -> check each new batch against the batch contract -> drift against the
+training reference -> (enough new data, or enough drift?) -> the training flow (ingest ...
+register, whose gate moves ``champion`` only on evidence) -> ``dvc push`` when a remote is set.
+
+No new data: the run records "skipped" and trains nothing, so it is safe to schedule often.
+A rejected batch is quarantined, recorded and fails the run, with the champion untouched. Two
+runs never overlap: a lock in the project (and a concurrency limit of 1 on the deployment).
+
+``python flows/retrain.py`` runs it once (``make retrain``); ``--serve`` serves the deployments
+with the crons from ``params.yaml`` (``make schedule``, against a Prefect server).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+try:
+    from flows.training import training
+except ImportError:  # run as a script (`python flows/retrain.py`): flows/ is on sys.path
+    from training import training
+from tabreg import registry
+from tabreg import retrain as rt
+from tabreg.config import Config, load_config
+
+DEPLOYMENT = "retrain"
+DRIFT_DEPLOYMENT = "drift-check"
+
+
+def _record(config: Config, root: Path, **entry) -> dict:
+    return registry.record(root / config.registry.ledger,
+                           {"model": config.registry.model_name, **entry})
+
+
+@task(cache_policy=NO_CACHE)
+def check_new_batches(config: Config, root: Path, new: rt.NewData) -> rt.BatchCheck:
+    checked = rt.check_batches(config, root, new.batches)
+    if checked.rejected:
+        where = rt.quarantine(config, root, new.batches, checked.rejected)
+        _record(config, root, trigger="retrain", action="reject batch",
+                files=sorted(checked.rejected), quarantine=str(where.relative_to(root)),
+                reasons=[f"{name}: {why.splitlines()[0]}"
+                         for name, why in checked.rejected.items()])
+        details = "\n\n".join(f"{name}:\n{why}" for name, why in checked.rejected.items())
+        raise rt.BatchRejected(
+            f"{len(checked.rejected)} new batch(es) rejected by the batch contract and moved to "
+            f"{where.relative_to(root)}/; nothing was retrained and the champion is untouched."
+            f"\n{details}")
+    return checked
+
+
+@task(cache_policy=NO_CACHE)
+def measure_drift(config: Config, root: Path, new: rt.NewData,
+                  checked: rt.BatchCheck) -> dict | None:
+    import pandas as pd
+
+    if new.first_run:
+        return None
+    frames = list(checked.accepted.values())
+    if new.source_changed:
+        frames.append(rt.new_source_rows(config, root))
+    current = pd.concat(frames, ignore_index=True)[list(config.schema.features)]
+    return rt.drift(config, root, current)
+
+
+@task(cache_policy=NO_CACHE)
+def version_data(root: Path) -> str:
+    """Push the DVC-tracked outputs (the new data version among them) to the remote."""
+    import contextlib
+
+    from dvc.repo import Repo
+
+    with contextlib.chdir(root), Repo(".") as repo:
+        if not repo.config.get("core", {}).get("remote"):
+            return "no DVC remote configured: data versioned in the local cache"
+        pushed = repo.push()
+    return f"pushed {pushed} file(s) to the DVC remote"
+
+
+def _log_run(config: Config, root: Path, outcome: dict, drift: dict | None) -> None:
+    import mlflow
+
+    from tabreg import tracking
+
+    tracking.start(config, root)
+    with mlflow.start_run(run_name=f"retrain-{outcome['action'].replace(' ', '-')}",
+                          tags={"kind": "retrain", "outcome": outcome["action"],
+                                "trigger": outcome["trigger"]}):
+        mlflow.log_dict(outcome, "retrain.json")
+        if drift:
+            mlflow.log_metrics({f"psi.{k}": v["psi"] for k, v in drift["features"].items()})
+            mlflow.log_metric("drift_max_psi", drift["max_psi"])
+            mlflow.set_tag("drift_level", drift["level"])
+            mlflow.log_dict(drift, "drift.json")
+
+
+@flow(name="retrain", log_prints=True)
+def retrain(params: str = "params.yaml", root: str = ".", trigger: str = "schedule") -> dict:
+    """Retrain when there is new data (``trigger="drift"``: only when it drifts enough)."""
+    from tabreg.steps.model import preflight
+    from tabreg.steps.registry import read_decision
+
+    logger = get_run_logger()
+    base = Path(root)
+    config = load_config(base / params)
+    with rt.exclusive(base, config.retrain.lock_timeout):
+        preflight(config, base)
+        new = rt.detect_new_data(config, base)
+        if not new.found:
+            outcome = _record(config, base, trigger=trigger, action="skip",
+                              reasons=["no new data"])
+            _log_run(config, base, outcome, None)
+            logger.info("retrain: skipped, no new data")
+            return outcome
+        logger.info("retrain: %s", new.describe())
+        checked = check_new_batches(config, base, new)
+        drift = measure_drift(config, base, new, checked)
+        rows = sum(len(f) for f in checked.accepted.values())
+        go, why = rt.should_retrain(config, new, rows, drift and drift["level"], trigger)
+        drift_note = (f"drift {drift['level']} (max PSI {drift['max_psi']:.3f} on "
+                      f"{drift['worst_feature']})" if drift else "no drift reference")
+        if not go:
+            outcome = _record(config, base, trigger=trigger, action="skip",
+                              reasons=[why, drift_note])
+            _log_run(config, base, outcome, drift)
+            logger.info("retrain: skipped: %s", why)
+            return outcome
+        stages = training(params=params, root=root)
+        pushed = version_data(base)
+        decision = read_decision(config, base) or {}
+        outcome = _record(config, base, trigger=trigger, action="retrain",
+                          reasons=[why, drift_note, pushed],
+                          ran=[s["stage"] for s in stages if s["ran"]],
+                          decision=decision.get("action"),
+                          challenger=decision.get("challenger"),
+                          champion=decision.get("champion"))
+        _log_run(config, base, outcome, drift)
+        logger.info("retrain: %s; gate: %s", why, decision.get("action"))
+        return outcome
+
+
+def deployments(config: Config, params: str, root: str) -> list:
+    """The scheduled retrain, and the drift check if ``retrain.drift_check_cron`` is set."""
+    from prefect.schedules import Cron
+
+    made = [retrain.to_deployment(
+        name=DEPLOYMENT, schedule=Cron(config.retrain.cron, timezone=config.retrain.timezone),
+        parameters={"params": params, "root": root, "trigger": "schedule"},
+        concurrency_limit=1, tags=["tabreg"],
+        description="Retrain on new data and promote on evidence")]
+    if config.retrain.drift_check_cron:
+        made.append(retrain.to_deployment(
+            name=DRIFT_DEPLOYMENT,
+            schedule=Cron(config.retrain.drift_check_cron, timezone=config.retrain.timezone),
+            parameters={"params": params, "root": root, "trigger": "drift"},
+            concurrency_limit=1, tags=["tabreg"],
+            description="Retrain between scheduled runs when new data drifts"))
+    return made
+
+
+def main(argv: list[str] | None = None) -> int:
+    import json
+    import os
+
+    from tabreg.errors import TabregError
+
+    parser = argparse.ArgumentParser(description="Run the retrain-and-promote flow.")
+    parser.add_argument("--params", default="params.yaml")
+    parser.add_argument("--root", default=".")
+    parser.add_argument("--trigger", choices=("schedule", "drift"), default="schedule")
+    parser.add_argument("--serve", action="store_true",
+                        help="serve the scheduled deployments (needs PREFECT_API_URL)")
+    args = parser.parse_args(argv)
+    try:
+        if args.serve:
+            from prefect import serve
+
+            if not os.environ.get("PREFECT_API_URL"):
+                print("error: schedules need a Prefect server. Start one with "
+                      "`make prefect-server`, then run\n  PREFECT_API_URL=http://127.0.0.1:4200/"
+                      "api make schedule", file=sys.stderr)
+                return 2
+            root = str(Path(args.root).resolve())
+            serve(*deployments(load_config(Path(root) / args.params), args.params, root))
+            return 0
+        outcome = retrain(params=args.params, root=args.root, trigger=args.trigger)
+    except TabregError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    print(json.dumps(outcome, indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,137 @@
+"""The champion/challenger gate: should the challenger replace the champion?
+
+A pure decision on predictions both models made for the same rows (the current test split),
+so that the same evidence always gives the same answer and the rules can be tested on arrays.
+The registry code (``tabreg.registry``) loads the models, calls :func:`decide` and records the
+decision; nothing here touches MLflow.
+
+Rules (``promotion:`` in ``params.yaml``):
+
+- no champion yet: promote when the challenger's RMSE is at most ``max_rmse``;
+- the comparison is unfair (the champion may have trained on the current test rows): refuse;
+- otherwise promote only when all hold: the RMSE falls by at least ``min_improvement``
+  (relative; a tie never promotes); the paired bootstrap interval of
+  RMSE(challenger) − RMSE(champion), resampling the same rows for both, lies below zero
+  (unless ``require_interval`` is off); and no slice with at least ``min_slice_rows`` rows
+  gets worse by more than ``max_slice_regression`` (relative).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field
+from typing import Literal
+
+import numpy as np
+
+from tabreg.config import PromotionConfig
+from tabreg.evaluation.metrics import paired_bootstrap_diff
+
+Outcome = Literal["promote", "keep", "refuse"]
+
+
+def _rmse(y: np.ndarray, pred: np.ndarray) -> float:
+    return float(np.sqrt(np.mean((pred - y) ** 2)))
+
+
+@dataclass(frozen=True)
+class Decision:
+    """What the gate decided and the evidence it decided on (all plain JSON-able values)."""
+
+    outcome: Outcome
+    reasons: list[str]
+    challenger_rmse: float
+    champion_rmse: float | None = None
+    #: RMSE(challenger) − RMSE(champion) and its paired bootstrap interval.
+    difference: dict[str, float] = field(default_factory=dict)
+    slices: list[dict] = field(default_factory=list)
+    n_rows: int = 0
+
+    @property
+    def promote(self) -> bool:
+        return self.outcome == "promote"
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+def slice_comparison(y: np.ndarray, challenger: np.ndarray, champion: np.ndarray,
+                     labels: Mapping[str, np.ndarray], rules: PromotionConfig) -> list[dict]:
+    """Per slice value: both RMSEs, the relative change, whether it counts and regressed."""
+    rows = []
+    for name, values in labels.items():
+        values = np.asarray(values, dtype=object)
+        for value in sorted(set(values), key=str):
+            mask = values == value
+            old, new = _rmse(y[mask], champion[mask]), _rmse(y[mask], challenger[mask])
+            change = (new - old) / old if old > 0 else (0.0 if new == 0 else float("inf"))
+            gated = int(mask.sum()) >= rules.min_slice_rows
+            rows.append({"slice": name, "value": str(value), "n": int(mask.sum()),
+                         "champion_rmse": old, "challenger_rmse": new, "change": change,
+                         "gated": gated,
+                         "regressed": gated and change > rules.max_slice_regression})
+    return rows
+
+
+def decide(y_true: object, challenger: object, champion: object | None, *,
+           rules: PromotionConfig, slices: Mapping[str, np.ndarray] | None = None,
+           unfair: str | None = None) -> Decision:
+    """Decide on predictions of the challenger and the champion (None: there is none yet)
+    for the same rows ``y_true``. ``slices`` maps a slice name to each row's value;
+    ``unfair`` is why the two cannot be compared on these rows, if they cannot."""
+    y = np.asarray(y_true, dtype=float)
+    new = np.asarray(challenger, dtype=float)
+    if new.shape != y.shape or not y.size:
+        raise ValueError(f"predictions of shape {new.shape} for {y.shape} targets")
+    new_rmse = _rmse(y, new)
+    if champion is None:
+        ok = new_rmse <= rules.max_rmse
+        verb = "meets" if ok else "misses"
+        return Decision("promote" if ok else "keep",
+                        [f"no champion yet; challenger RMSE {new_rmse:,.0f} {verb} the bar "
+                         f"promotion.max_rmse = {rules.max_rmse:,.0f}"],
+                        new_rmse, n_rows=int(y.size))
+    old = np.asarray(champion, dtype=float)
+    if old.shape != y.shape:
+        raise ValueError(f"champion predictions of shape {old.shape} for {y.shape} targets")
+    old_rmse = _rmse(y, old)
+    if unfair:
+        return Decision("refuse", [f"not comparable: {unfair}"], new_rmse, old_rmse,
+                        n_rows=int(y.size))
+    diff = paired_bootstrap_diff(y, new, old, n_resamples=rules.bootstrap,
+                                 confidence=rules.confidence, seed=rules.seed)
+    table = slice_comparison(y, new, old, slices or {}, rules)
+    gain = (old_rmse - new_rmse) / old_rmse if old_rmse > 0 else 0.0
+    reasons, blocked = [], False
+    if new_rmse < old_rmse and gain >= rules.min_improvement:
+        reasons.append(f"RMSE {old_rmse:,.0f} -> {new_rmse:,.0f} ({100 * gain:.2f}% better; "
+                       f"at least {100 * rules.min_improvement:g}% needed)")
+    else:
+        blocked = True
+        how = "a tie" if new_rmse == old_rmse else f"{100 * gain:+.2f}%"
+        reasons.append(f"RMSE {old_rmse:,.0f} -> {new_rmse:,.0f} ({how}); promotion needs at "
+                       f"least {100 * rules.min_improvement:g}% lower")
+    pct = f"{100 * rules.confidence:g}%"
+    interval = f"[{diff['low']:,.0f}, {diff['high']:,.0f}]"
+    if diff["high"] < 0:
+        reasons.append(f"paired bootstrap {pct} interval of the RMSE difference {interval} "
+                       "lies below zero")
+    elif rules.require_interval:
+        blocked = True
+        reasons.append(f"paired bootstrap {pct} interval of the RMSE difference {interval} "
+                       "does not lie below zero: the gain may be noise")
+    else:
+        reasons.append(f"paired bootstrap {pct} interval {interval} includes zero "
+                       "(ignored: promotion.require_interval is off)")
+    regressed = [r for r in table if r["regressed"]]
+    for r in regressed:
+        blocked = True
+        reasons.append(f"slice {r['slice']}={r['value']} ({r['n']} rows) worsens by "
+                       f"{100 * r['change']:.1f}% (RMSE {r['champion_rmse']:,.0f} -> "
+                       f"{r['challenger_rmse']:,.0f}; at most "
+                       f"{100 * rules.max_slice_regression:g}% allowed)")
+    if table and not regressed:
+        reasons.append(f"no slice of {rules.min_slice_rows}+ rows worsens by more than "
+                       f"{100 * rules.max_slice_regression:g}%")
+    return Decision("keep" if blocked else "promote", reasons, new_rmse, old_rmse,
+                    {k: float(diff[k]) for k in ("diff", "low", "high")}, table, int(y.size))

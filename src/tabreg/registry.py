@@ -1,0 +1,184 @@
+"""The MLflow model registry: registration, the ``champion``/``challenger`` aliases, the
+decision ledger and rollback.
+
+Aliases, not the deprecated stages: the served model is ``models:/<name>@champion``. Every
+move of ``champion`` goes through here and is recorded twice: as tags on the model versions
+concerned (visible in the MLflow UI) and as a line of the ledger (``registry.ledger``, one JSON
+object per line: who, what, why, evidence). An alias only ever moves to a version whose
+registration finished and whose model loads, so it never points at half a model.
+"""
+
+from __future__ import annotations
+
+import getpass
+import hashlib
+import json
+import os
+import socket
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from tabreg.config import Config
+from tabreg.errors import TabregError
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+#: Tag on a version that became champion: the version it replaced (for rollback).
+PREVIOUS_TAG = "previous_champion"
+#: MLflow caps tag values; longer evidence goes to the ledger only.
+_TAG_LIMIT = 5000
+
+
+class RegistryError(TabregError):
+    """The registry is not in the state a command needs (no challenger, a dangling alias...)."""
+
+
+def model_uri(name: str, alias: str) -> str:
+    return f"models:/{name}@{alias}"
+
+
+def split_signature(config: Config) -> str:
+    """A short hash of the split parameters: two models whose versions carry the same
+    signature were split the same way (see :func:`unfair_reason`)."""
+    text = json.dumps(config.split.model_dump(mode="json"), sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def unfair_reason(champion_tags: dict[str, str], config: Config, data_version: str) -> str | None:
+    """Why the champion cannot be scored fairly on the current test split, if it cannot.
+
+    The champion must not have trained on any current test row. The ``hash`` split puts a row
+    on the same side for ever (appending never moves a row), so a champion split the same way
+    is safe on any later data version; the ``random`` split reshuffles when the data changes,
+    so it is safe only on the very data version the champion was split from.
+    """
+    signature = champion_tags.get("split_signature")
+    if signature is None:
+        return "the champion carries no split lineage (split_signature tag)"
+    if signature != split_signature(config):
+        return (f"the champion was split with other parameters (signature {signature}, now "
+                f"{split_signature(config)}): its training rows may be in this test split")
+    old = champion_tags.get("data_version")
+    if config.split.strategy != "hash" and old != data_version:
+        return (f"split.strategy is {config.split.strategy!r} and the data changed since the "
+                f"champion was trained ({old} -> {data_version}): its training rows may be in "
+                "this test split; use the 'hash' split to compare across data versions")
+    return None
+
+
+# --- MLflow access --------------------------------------------------------------------------
+
+def client(config: Config, root: Path) -> Any:
+    """An MlflowClient on the pipeline's store (checked reachable first)."""
+    from mlflow import MlflowClient
+
+    from tabreg import tracking
+
+    tracking.start(config, root)
+    return MlflowClient()
+
+
+def alias_version(mlflow_client: Any, name: str, alias: str) -> Any | None:
+    """The version holding ``alias``, or None when the model or the alias does not exist."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return mlflow_client.get_model_version_by_alias(name, alias)
+    except MlflowException as exc:
+        if exc.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            return None
+        raise
+
+
+def load_version(name: str, version: Any, role: str) -> Any:
+    """Load a registered version as a pyfunc model, or say clearly why it cannot be."""
+    import mlflow.pyfunc
+
+    uri = f"models:/{name}/{version.version}"
+    try:
+        return mlflow.pyfunc.load_model(uri)
+    except Exception as exc:  # noqa: BLE001 - any failure means the same thing to the user
+        raise RegistryError(
+            f"{role} {name} version {version.version} (source {version.source}) cannot be "
+            f"loaded: {type(exc).__name__}: {str(exc)[:300]}. The alias is dangling: "
+            "`make rollback` moves champion back, or register a new model with `make run`"
+        ) from None
+
+
+def register(mlflow_client: Any, name: str, source_uri: str, tags: dict[str, str]) -> Any:
+    """Register ``source_uri`` as a new version of ``name`` and make it the challenger, once
+    its registration is READY and its model loads."""
+    import mlflow
+
+    version = mlflow.register_model(source_uri, name, tags=tags, await_registration_for=300)
+    version = mlflow_client.get_model_version(name, version.version)
+    if version.status != "READY":
+        raise RegistryError(f"{name} version {version.version} is {version.status} after "
+                            "registration; the challenger alias was not moved")
+    load_version(name, version, "new")
+    mlflow_client.set_registered_model_alias(name, CHALLENGER, version.version)
+    return version
+
+
+def set_tags(mlflow_client: Any, name: str, version: str, tags: dict[str, Any]) -> None:
+    for key, value in tags.items():
+        text = value if isinstance(value, str) else json.dumps(value, default=str)
+        mlflow_client.set_model_version_tag(name, version, key, text[:_TAG_LIMIT])
+
+
+# --- the ledger -----------------------------------------------------------------------------
+
+def actor() -> str:
+    """Who acted: the user and host, or the Prefect flow run when one is running."""
+    who = f"{getpass.getuser()}@{socket.gethostname()}"
+    run = os.environ.get("PREFECT__FLOW_RUN_ID")
+    return f"{who} (prefect flow run {run})" if run else who
+
+
+def record(ledger: Path, entry: dict[str, Any]) -> dict[str, Any]:
+    """Append a decision to the ledger (one JSON line; an append is atomic for a line)."""
+    entry = {"at": datetime.now(UTC).isoformat(timespec="seconds"), "by": actor(), **entry}
+    ledger.parent.mkdir(parents=True, exist_ok=True)
+    line = json.dumps(entry, default=str, sort_keys=False) + "\n"
+    with open(ledger, "a", encoding="utf-8") as handle:
+        handle.write(line)
+    return entry
+
+
+def read_ledger(ledger: Path, last: int | None = None) -> list[dict[str, Any]]:
+    if not ledger.exists():
+        return []
+    lines = [line for line in ledger.read_text(encoding="utf-8").splitlines() if line.strip()]
+    entries = [json.loads(line) for line in lines]
+    return entries[-last:] if last else entries
+
+
+# --- moving the champion --------------------------------------------------------------------
+
+def promote(mlflow_client: Any, name: str, version: str, previous: str | None) -> None:
+    """Make ``version`` the champion, remembering the one it replaces."""
+    set_tags(mlflow_client, name, version, {PREVIOUS_TAG: previous or ""})
+    mlflow_client.set_registered_model_alias(name, CHAMPION, version)
+
+
+def rollback(mlflow_client: Any, name: str) -> tuple[str, str]:
+    """Move champion back to the version it replaced; returns (from, to) versions."""
+    current = alias_version(mlflow_client, name, CHAMPION)
+    if current is None:
+        raise RegistryError(f"{name} has no champion: nothing to roll back")
+    previous = current.tags.get(PREVIOUS_TAG) or ""
+    if not previous:
+        raise RegistryError(f"{name} version {current.version} is the first champion: there is "
+                            "no previous champion to roll back to")
+    from mlflow.exceptions import MlflowException
+
+    try:
+        target = mlflow_client.get_model_version(name, previous)
+    except MlflowException:
+        raise RegistryError(f"the previous champion, {name} version {previous}, no longer "
+                            "exists; champion left at version "
+                            f"{current.version}") from None
+    load_version(name, target, "previous champion")
+    mlflow_client.set_registered_model_alias(name, CHAMPION, target.version)
+    return str(current.version), str(target.version)

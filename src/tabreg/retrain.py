@@ -1,0 +1,189 @@
+"""The pieces of the retrain-and-promote flow that are not the training pipeline itself.
+
+What is new (batches in the landing folder that were never ingested, or a source whose checksum
+changed), whether each new batch honours the batch contract (a rejected batch is moved to the
+quarantine folder, with its report, so it is neither ingested nor retried), how far the new rows
+drift from the training reference, whether that is reason enough to retrain, and a lock so that
+two retrain runs never overlap. ``flows/retrain.py`` wires these around the training flow.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import json
+import os
+import shutil
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import pandas as pd
+
+from tabreg.config import Config
+from tabreg.errors import SchemaError, TabregError, ValidationFailed
+from tabreg.io import write_json
+
+LOCK_FILE = ".retrain.lock"
+
+
+class RetrainBusy(TabregError):
+    """Another retrain run holds the lock."""
+
+    exit_code = 3
+
+
+class BatchRejected(TabregError):
+    """A new batch broke the batch contract; it was quarantined and nothing was retrained."""
+
+
+@dataclass(frozen=True)
+class NewData:
+    batches: list[Path] = field(default_factory=list)
+    source_changed: bool = False
+    first_run: bool = False
+
+    @property
+    def found(self) -> bool:
+        return bool(self.batches) or self.source_changed or self.first_run
+
+    def describe(self) -> str:
+        parts = [f"{len(self.batches)} new batch file(s)"] if self.batches else []
+        if self.source_changed:
+            parts.append("a new source checksum")
+        if self.first_run:
+            parts.append("no data ingested yet")
+        return ", ".join(parts) or "no new data"
+
+
+def detect_new_data(config: Config, root: Path) -> NewData:
+    """Compare the landing folder and the source checksum with the last ingest report."""
+    from tabreg.data.ingest import landing_files
+
+    report_path = root / config.paths.reports / "ingest.json"
+    landing = landing_files(root / config.data.landing_dir)
+    if not report_path.exists():
+        return NewData(landing, first_run=True)
+    report = json.loads(report_path.read_text())
+    ingested = {b["name"] for b in report.get("batches", [])}
+    return NewData([p for p in landing if p.name not in ingested],
+                   source_changed=report.get("sha256") != config.data.sha256)
+
+
+@dataclass(frozen=True)
+class BatchCheck:
+    accepted: dict[str, pd.DataFrame]
+    rejected: dict[str, str]  # file name -> why
+
+
+def check_batches(config: Config, root: Path, files: list[Path]) -> BatchCheck:
+    """Read each file as ingest would and validate it against the batch contract."""
+    from tabreg.data import ingest, validate
+
+    accepted: dict[str, pd.DataFrame] = {}
+    rejected: dict[str, str] = {}
+    suite = root / config.validation.batch_suite
+    for path in files:
+        try:
+            frame = ingest.with_identity(ingest.read_csv(path, config.schema), config.schema,
+                                         path.name, config.data.id_column)
+            report = validate.validate_frame(frame, suite,
+                                             sample_size=config.validation.sample_size)
+            validate.check(report, path.name)
+        except (SchemaError, ValidationFailed) as exc:
+            rejected[path.name] = str(exc)
+        else:
+            accepted[path.name] = frame
+    return BatchCheck(accepted, rejected)
+
+
+def quarantine(config: Config, root: Path, files: list[Path], reasons: dict[str, str]) -> Path:
+    """Move rejected files out of the landing folder, each with a note saying why."""
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    dest = root / config.retrain.quarantine_dir / stamp
+    dest.mkdir(parents=True, exist_ok=True)
+    for path in files:
+        if path.name in reasons:
+            shutil.move(str(path), dest / path.name)
+            (dest / f"{path.name}.reason.txt").write_text(reasons[path.name] + "\n")
+    return dest
+
+
+def new_source_rows(config: Config, root: Path) -> pd.DataFrame:
+    """The source as the next ingest will read it (fetched and verified)."""
+    from tabreg.steps.data import read_source
+
+    return read_source(config, root)
+
+
+def drift(config: Config, root: Path, current: pd.DataFrame) -> dict | None:
+    """Drift of ``current`` against the training split (None before any split exists)."""
+    from tabreg.drift import drift_report
+
+    train_path = root / config.paths.train
+    if not train_path.exists() or current.empty:
+        return None
+    reference = pd.read_parquet(train_path, columns=list(config.schema.features))
+    report = drift_report(reference, current, config.schema.numeric,
+                          config.schema.categorical, config.retrain.drift)
+    write_json(report, root / config.paths.reports / "drift.json")
+    return report
+
+
+def should_retrain(config: Config, new: NewData, new_rows: int, drift_level: str | None,
+                   trigger: str) -> tuple[bool, str]:
+    """Whether the new data justifies a retrain, and why (or why not)."""
+    from tabreg.drift import LEVELS
+
+    if new.first_run or new.source_changed:
+        return True, new.describe()
+    wanted = config.retrain.drift.retrain_level
+    drifted = drift_level is not None and LEVELS.index(drift_level) >= LEVELS.index(wanted)
+    if trigger == "drift":
+        if drifted:
+            return True, f"drift is {drift_level} (retrain.drift.retrain_level: {wanted})"
+        return False, f"drift is {drift_level or 'unknown'}, below {wanted}: left for the " \
+                      "scheduled retrain"
+    if new_rows >= config.retrain.min_new_rows:
+        return True, f"{new_rows} new rows"
+    if drifted:
+        return True, f"only {new_rows} new rows, but drift is {drift_level}"
+    return False, (f"{new_rows} new rows, fewer than retrain.min_new_rows = "
+                   f"{config.retrain.min_new_rows}; they wait for more")
+
+
+@contextmanager
+def exclusive(root: Path, timeout: float) -> Iterator[None]:
+    """Hold the project's retrain lock; wait up to ``timeout`` seconds, then fail clearly.
+
+    An OS lock (flock) on a file in the project: released by the kernel if the holder dies,
+    so a crashed run never blocks the next one. It serialises runs on one host; across hosts,
+    the deployment's concurrency limit does the same.
+    """
+    path = root / LOCK_FILE
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    deadline = time.monotonic() + timeout
+    try:
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except OSError as exc:
+                if exc.errno not in (errno.EAGAIN, errno.EACCES):
+                    raise
+                if time.monotonic() >= deadline:
+                    holder = os.pread(fd, 200, 0).decode(errors="replace").strip()
+                    raise RetrainBusy(
+                        f"another retrain run is in progress ({holder or 'holder unknown'}; "
+                        f"lock {path}); waited {timeout:g} s (retrain.lock_timeout). "
+                        "Try again when it ends") from None
+                time.sleep(0.2)
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"pid {os.getpid()} since {datetime.now(UTC):%Y-%m-%d %H:%M:%S} UTC"
+                  .encode(), 0)
+        yield
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock

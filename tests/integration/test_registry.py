@@ -1,0 +1,171 @@
+"""The registry and the gate against a real MLflow store: first champion, promotion,
+keeping the champion, refusal, rollback, and the faults (no challenger, dangling alias)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import mlflow
+import pytest
+from mlflow.models import infer_signature
+
+from tabreg import registry
+from tabreg.config import ROW_ID, load_config
+from tabreg.data import synthetic
+from tabreg.errors import TabregError
+from tabreg.models.candidates import Candidate, make_pipeline
+from tabreg.registry import CHALLENGER, CHAMPION, RegistryError
+from tabreg.steps import registry as steps
+from tests.conftest import PER_MACHINE, ROOT
+
+pytestmark = pytest.mark.integration
+
+CONFIG = load_config(ROOT / "params.yaml", env={})
+NAME = CONFIG.registry.model_name
+STRONG = Candidate("hist_gradient_boosting", {"n_clusters": 5}, {"max_iter": 80})
+WEAK = Candidate("hist_gradient_boosting", {"n_clusters": 5}, {"max_iter": 3})
+
+
+@pytest.fixture(scope="module")
+def fitted():
+    frame = synthetic.generate(3000, seed=11)
+    y = frame.pop(CONFIG.schema.target).to_numpy(dtype=float)
+    return {name: make_pipeline(c, CONFIG, n_jobs=1).fit(frame, y)
+            for name, c in (("strong", STRONG), ("weak", WEAK))}
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch) -> Path:
+    for var in PER_MACHINE:
+        monkeypatch.delenv(var, raising=False)
+    test = synthetic.generate(1500, seed=12)
+    test.insert(0, ROW_ID, range(len(test)))
+    path = tmp_path / CONFIG.paths.test
+    path.parent.mkdir(parents=True)
+    test.to_parquet(path, index=False)
+    registry.client(CONFIG, tmp_path)  # creates the store and the experiment
+    return tmp_path
+
+
+def register(root: Path, model, **tags: str) -> str:
+    example = synthetic.generate(5, seed=1)[list(CONFIG.schema.features)]
+    with mlflow.start_run():
+        info = mlflow.sklearn.log_model(model, name="model", input_example=example,
+                                        serialization_format="cloudpickle",
+                                        signature=infer_signature(example,
+                                                                  model.predict(example)))
+    lineage = {"split_signature": registry.split_signature(CONFIG),
+               "data_version": "unrecorded", **tags}
+    client = registry.client(CONFIG, root)
+    return str(registry.register(client, NAME, info.model_uri, lineage).version)
+
+
+def aliases(root: Path) -> dict[str, str | None]:
+    client = registry.client(CONFIG, root)
+    versions = {a: registry.alias_version(client, NAME, a) for a in (CHAMPION, CHALLENGER)}
+    return {a: v and str(v.version) for a, v in versions.items()}
+
+
+def ledger(root: Path) -> list[dict]:
+    return registry.read_ledger(root / CONFIG.registry.ledger)
+
+
+def test_promotion_history_and_rollback(project, fitted):
+    v1 = register(project, fitted["weak"])
+    first = steps.gate(CONFIG, project, trigger="test")
+    assert first["action"] == "promote" and "no champion yet" in first["reasons"][0]
+    assert aliases(project) == {CHAMPION: v1, CHALLENGER: v1}
+
+    v2 = register(project, fitted["strong"])
+    assert aliases(project) == {CHAMPION: v1, CHALLENGER: v2}
+    second = steps.gate(CONFIG, project, trigger="test")
+    assert second["action"] == "promote", second["reasons"]
+    evidence = second["evidence"]
+    assert evidence["challenger_rmse"] < evidence["champion_rmse"]
+    assert evidence["difference"]["high"] < 0
+    assert {r["slice"] for r in evidence["slices"]} == {s.name for s in CONFIG.evaluate.slices}
+    assert aliases(project)[CHAMPION] == v2
+
+    client = registry.client(CONFIG, project)
+    tags = client.get_model_version(NAME, v2).tags
+    assert tags["gate.outcome"] == "promote" and tags[registry.PREVIOUS_TAG] == v1
+    assert float(tags["gate.champion_rmse"]) == pytest.approx(evidence["champion_rmse"])
+    decision = json.loads((project / "reports/promotion.json").read_text())
+    assert decision["challenger"] == v2 and decision["champion"] == v1
+
+    again = steps.gate(CONFIG, project, trigger="test")  # nothing new to judge
+    assert again["action"] == "none"
+
+    back = steps.rollback(CONFIG, project)
+    assert (back["champion"], back["to"]) == (v2, v1)
+    assert aliases(project)[CHAMPION] == v1
+    assert [e["action"] for e in ledger(project)] == ["promote", "promote", "none", "rollback"]
+    assert all(e["by"] and e["at"] for e in ledger(project))
+    with pytest.raises(RegistryError, match="first champion"):
+        steps.rollback(CONFIG, project)
+    assert aliases(project)[CHAMPION] == v1
+
+    shown = steps.status_text(steps.status(CONFIG, project))
+    assert f"champion   version {v1}" in shown and "rollback" in shown
+
+
+def test_a_worse_challenger_leaves_the_champion(project, fitted):
+    v1 = register(project, fitted["strong"])
+    steps.gate(CONFIG, project, trigger="test")
+    v2 = register(project, fitted["weak"])
+    decision = steps.gate(CONFIG, project, trigger="test")
+    assert decision["action"] == "keep champion"
+    assert aliases(project) == {CHAMPION: v1, CHALLENGER: v2}
+    tags = registry.client(CONFIG, project).get_model_version(NAME, v2).tags
+    assert tags["gate.outcome"] == "keep" and "promotion needs" in tags["gate.reasons"]
+
+
+def test_the_first_model_must_meet_the_bar(project, fitted):
+    register(project, fitted["weak"])
+    strict = CONFIG.model_copy(update={"promotion": CONFIG.promotion.model_copy(
+        update={"max_rmse": 1000.0})})
+    decision = steps.gate(strict, project, trigger="test")
+    assert decision["action"] == "keep champion" and aliases(project)[CHAMPION] is None
+
+
+def test_a_random_split_champion_from_other_data_is_not_compared(project, fitted):
+    book = CONFIG.model_copy(update={"split": CONFIG.split.model_copy(
+        update={"strategy": "random"})})
+    register(project, fitted["weak"], split_signature=registry.split_signature(book),
+             data_version="an-older-version")
+    steps.gate(book, project, trigger="test")
+    v2 = register(project, fitted["strong"])
+    decision = steps.gate(book, project, trigger="test")
+    assert decision["action"] == "refuse"
+    assert "the data changed since the champion was trained" in decision["reasons"][0]
+    assert aliases(project)[CHAMPION] != v2
+
+
+def test_faults_give_clear_errors_and_leave_the_aliases(project, fitted):
+    with pytest.raises(RegistryError, match="no challenger"):
+        steps.gate(CONFIG, project, trigger="test")
+    with pytest.raises(RegistryError, match="no champion"):
+        steps.rollback(CONFIG, project)
+    v1 = register(project, fitted["strong"])
+    steps.gate(CONFIG, project, trigger="test")
+    register(project, fitted["weak"])
+    # The champion's files disappear (a wiped artifact store): its alias is dangling.
+    client = registry.client(CONFIG, project)
+    source = client.get_model_version(NAME, v1).source
+    location = mlflow.MlflowClient().get_logged_model(source.split("/")[-1]).artifact_location
+    shutil.rmtree(location.removeprefix("file://"))
+    with pytest.raises(RegistryError, match=rf"champion {NAME} version {v1} .* cannot be loaded"):
+        steps.gate(CONFIG, project, trigger="test")
+    assert aliases(project)[CHAMPION] == v1  # nothing moved
+
+
+def test_cli_reports_registry_errors_without_a_traceback(project, capsys):
+    from tabreg.cli import run
+
+    (project / "params.yaml").write_text((ROOT / "params.yaml").read_text())
+    assert run(["--root", str(project), "promote"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("error: ") and "no challenger" in err and "Traceback" not in err
+    assert issubclass(RegistryError, TabregError)
