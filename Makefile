@@ -28,7 +28,7 @@ TAB := python -m tabreg --params $(PARAMS)
 	retrain schedule prefect-server new-batch
 
 help: ## list the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-12s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-15s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
 
 # The stamp's name carries the lock's hash: a changed lock means a missing stamp, and a
 # checkout that only touches the lock's mtime rebuilds nothing.

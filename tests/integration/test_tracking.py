@@ -109,3 +109,15 @@ def test_quality_on_generated_data(trained):
     assert metrics["r2"] > 0.5  # a tiny budget still learns the generator's structure
     card = (trained / "reports/model_card.md").read_text()
     assert f"{metrics['rmse']:,.0f}" in card
+
+
+def test_reevaluating_the_same_model_registers_no_new_version(trained):
+    root = trained
+    versions = mlflow.MlflowClient().search_model_versions("name='housing'")
+    assert len(versions) == 1
+    set_params(root, "evaluate", bootstrap=200)
+    stages = training(root=str(root))
+    assert [s["stage"] for s in stages if s["ran"]] == ["evaluate", "register"]
+    assert len(mlflow.MlflowClient().search_model_versions("name='housing'")) == 1
+    decision = json.loads((root / "reports/promotion.json").read_text())
+    assert decision["action"] in ("none", "keep champion")  # nothing new to judge

@@ -113,10 +113,15 @@ def register(config: Config, root: Path) -> dict:
         "test_rmse": f"{metrics['rmse']:.2f}",
         "test_rmse_interval": f"{metrics['rmse_low']:.2f}-{metrics['rmse_high']:.2f}",
     }
-    version = registry.register(mlflow_client, config.registry.model_name,
-                                trained["model_uri"], tags)
-    log.info("register: %s version %s is the challenger", config.registry.model_name,
-             version.version)
+    name = config.registry.model_name
+    version = registry.alias_version(mlflow_client, name, CHALLENGER)
+    if version is not None and version.tags.get("run_id") == trained["run_id"]:
+        # Only the evaluation changed (say, evaluate.bootstrap): same model, no new version.
+        registry.set_tags(mlflow_client, name, version.version,
+                          {k: tags[k] for k in ("test_rmse", "test_rmse_interval")})
+    else:
+        version = registry.register(mlflow_client, name, trained["model_uri"], tags)
+    log.info("register: %s version %s is the challenger", name, version.version)
     entry = gate(config, root, trigger="pipeline")
     with mlflow.start_run(run_id=trained["parent_run_id"]):
         mlflow.set_tags({"registered_version": str(version.version),
