@@ -20,6 +20,9 @@ export GX_ANALYTICS_ENABLED := false
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_HOME ?= $(CURDIR)/.prefect
 export PREFECT_LOGGING_EXTRA_LOGGERS ?= tabreg
+# The temporary server a plain flow run starts can take longer than Prefect's 20 s default to
+# come up on a busy 2-core machine.
+export PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS ?= 180
 
 TAB := python -m tabreg --params $(PARAMS)
 
@@ -115,7 +118,7 @@ test-fast: $(STAMP) ## unit tests only
 	python -m pytest tests/unit
 
 lint: $(STAMP) ## ruff
-	ruff check src flows tests
+	ruff check src flows tests bench
 
 clean: ## remove pipeline outputs and caches (keeps .venv, the DVC cache and data/landing)
 	rm -rf data/raw data/split reports/validation reports/plots reports/tuning models \

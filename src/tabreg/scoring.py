@@ -1,0 +1,597 @@
+"""Scoring new rows with a registered model: input checks, predictions with per-row flags, and
+chunked batch scoring of CSV or Parquet files.
+
+The HTTP server (:mod:`tabreg.serving`) and ``python -m tabreg predict`` both go through here,
+so they accept and refuse exactly the same inputs. What a model takes is read from the model
+itself: the input schema of its MLflow signature (column names and types) and the categories
+its one-hot encoders were fitted on. A champion trained under another ``params.yaml`` is
+therefore checked against what it really needs; the configured schema is only the fallback for
+a model logged without a signature.
+
+The checks, each naming the field (and, for values, the rows) at fault:
+
+* every input column is present, none is repeated, and no column is unknown (``row_id``,
+  ``batch`` and the target are accepted and not used);
+* numeric columns hold numbers: text, booleans, lists or infinities are refused; a number
+  written as text (``"3.5"``, as CSV cells are) is accepted; a missing value is accepted;
+* categorical columns hold text or nothing.
+
+What is accepted but worth knowing is flagged per row rather than refused: a category the model
+never saw in training (``unknown_category:ocean_proximity``: the one-hot encoder ignores it, so
+the row is scored as if the category were absent) and a missing value that the model imputes
+(``missing:total_bedrooms``).
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from tabreg.config import BATCH, ROW_ID, Config, SchemaConfig
+from tabreg.errors import SchemaError, TabregError
+
+log = logging.getLogger(__name__)
+
+PREDICTION = "prediction"
+FLAGS = "flags"
+UNKNOWN_CATEGORY = "unknown_category"
+MISSING = "missing"
+#: Offending values shown per problem.
+SAMPLE = 5
+_FLOAT_TYPES = ("double", "float")
+_INT_TYPES = ("long", "integer")
+_CSV = (".csv", ".csv.gz")
+_PARQUET = (".parquet", ".pq")
+
+
+# --- what the model takes -------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class InputSpec:
+    """The columns a model takes and the categories it knows.
+
+    ``categories`` holds, per categorical column, the values seen in training (a column absent
+    from it is not checked for unknown values); ``ignored`` are columns accepted and dropped.
+    """
+
+    numeric: tuple[str, ...]
+    categorical: tuple[str, ...] = ()
+    integer: frozenset[str] = frozenset()
+    categories: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    ignored: frozenset[str] = frozenset({ROW_ID, BATCH})
+
+    @property
+    def columns(self) -> tuple[str, ...]:
+        return self.numeric + self.categorical
+
+
+def _signature_inputs(model: Any) -> list[tuple[str, str]] | None:
+    """(name, type) of each input column in the model's MLflow signature, if it has one."""
+    metadata = getattr(model, "metadata", None)
+    schema = metadata.get_input_schema() if metadata is not None else None
+    if schema is None or not schema.has_input_names():
+        return None
+    return [(c.name, getattr(c.type, "name", str(c.type))) for c in schema.inputs]
+
+
+def raw_model(model: Any) -> Any:
+    """The estimator inside an MLflow pyfunc model (the model itself otherwise)."""
+    getter = getattr(model, "get_raw_model", None)
+    if getter is None:
+        return model
+    try:
+        return getter()
+    except Exception:  # noqa: BLE001 - a flavour without a raw model: nothing to inspect
+        return model
+
+
+def known_categories(estimator: Any) -> dict[str, frozenset[str]]:
+    """The categories each one-hot encoder inside ``estimator`` was fitted on, by input column.
+
+    Walks pipelines, column transformers and ensembles (a blend's members); when several
+    encoders read the same column, a value is known only if every one of them knows it.
+    """
+    from sklearn.compose import ColumnTransformer
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import OneHotEncoder
+
+    found: dict[str, frozenset[str]] = {}
+
+    def add(column: str, values: Sequence[Any]) -> None:
+        known = frozenset(str(v) for v in values if not pd.isna(v))
+        found[column] = found[column] & known if column in found else known
+
+    def walk(est: Any, columns: list[str] | None) -> None:
+        if isinstance(est, Pipeline):
+            for _, step in est.steps:
+                walk(step, columns)
+        elif isinstance(est, ColumnTransformer):
+            for _, transformer, cols in getattr(est, "transformers_", []):
+                named = list(cols) if all(isinstance(c, str) for c in np.atleast_1d(cols)) else None
+                if not isinstance(transformer, str):
+                    walk(transformer, named)
+        elif isinstance(est, OneHotEncoder) and hasattr(est, "categories_"):
+            names = getattr(est, "feature_names_in_", None)
+            names = list(names) if names is not None else columns
+            if names is not None and len(names) == len(est.categories_):
+                for column, values in zip(names, est.categories_, strict=True):
+                    add(str(column), values)
+        else:
+            for member in getattr(est, "estimators_", None) or []:
+                walk(member, columns)
+
+    walk(estimator, None)
+    return found
+
+
+def spec_for(model: Any, schema: SchemaConfig, id_column: str | None = None) -> InputSpec:
+    """What ``model`` takes: its signature's columns (the configured schema without one) and
+    the categories of its encoders."""
+    inputs = _signature_inputs(model)
+    if inputs is None:
+        numeric, categorical, integer = schema.numeric, schema.categorical, ()
+    else:
+        numeric_l, categorical_l, integer_l = [], [], []
+        for name, kind in inputs:
+            if kind in _FLOAT_TYPES or kind in _INT_TYPES:
+                numeric_l.append(name)
+                if kind in _INT_TYPES:
+                    integer_l.append(name)
+            elif kind == "string":
+                categorical_l.append(name)
+            else:
+                raise TabregError(f"model input {name!r} has type {kind!r}; tabreg scores "
+                                  "numeric and text columns only")
+        numeric, categorical, integer = tuple(numeric_l), tuple(categorical_l), tuple(integer_l)
+    columns = set(numeric) | set(categorical)
+    ignored = {ROW_ID, BATCH, schema.target} | ({id_column} if id_column else set())
+    return InputSpec(numeric=tuple(numeric), categorical=tuple(categorical),
+                     integer=frozenset(integer), categories=known_categories(raw_model(model)),
+                     ignored=frozenset(ignored - columns))
+
+
+# --- checking input -------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Problem:
+    """One thing wrong with the input: a field, what is wrong, and where (0-based rows)."""
+
+    field: str
+    problem: str
+    rows: tuple[int, ...] = ()
+    values: tuple[str, ...] = ()
+    count: int = 0
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"field": self.field, "problem": self.problem}
+        if self.count:
+            out.update(count=self.count, rows=list(self.rows), values=list(self.values))
+        return out
+
+    def text(self, label: Callable[[int], str]) -> str:
+        where = ", ".join(f"{label(r)}: {v}" for r, v in zip(self.rows, self.values, strict=True))
+        more = "" if self.count <= len(self.rows) else ", ..."
+        if not self.count:
+            return f"{self.field!r}: {self.problem}"
+        rows = "row" if self.count == 1 else "rows"
+        return f"{self.field!r}: {self.problem} in {self.count} {rows} ({where}{more})"
+
+
+def row_label(row: int) -> str:
+    return f"row {row}"
+
+
+def csv_line(row: int) -> str:
+    """A data row's line in a CSV file with a one-line header (lines counted from 1)."""
+    return f"line {row + 2}"
+
+
+class InputError(SchemaError):
+    """Input that the model cannot take; ``problems`` lists each field (and rows) at fault."""
+
+    def __init__(self, problems: Sequence[Problem], where: str = "input",
+                 label: Callable[[int], str] = row_label) -> None:
+        self.problems = list(problems)
+        super().__init__(f"{where}: " + "; ".join(p.text(label) for p in self.problems))
+
+
+def check_columns(columns: Sequence[Any], spec: InputSpec, where: str = "input") -> None:
+    """Refuse missing, repeated and unknown columns (before any value is looked at)."""
+    names = [str(c) for c in columns]
+    counts = Counter(names)
+    present = set(counts)
+    repeated = sorted(c for c, n in counts.items() if n > 1)
+    problems = [Problem(c, "repeated column") for c in repeated]
+    missing = [c for c in spec.columns if c not in present]
+    problems += [Problem(c, "missing column") for c in missing]
+    allowed = set(spec.columns) | spec.ignored
+    unexpected = [c for c in counts if c not in allowed]
+    hint = " (a renamed column?)" if missing else ""
+    problems += [Problem(c[:100], f"unexpected column{hint}") for c in unexpected[:SAMPLE]]
+    if unexpected:
+        problems.append(Problem("(input)", f"{len(unexpected)} unexpected column(s) in all; "
+                                f"the model takes {list(spec.columns)}"))
+    if problems:
+        raise InputError(problems, where)
+
+
+def _bad(name: str, problem: str, mask: np.ndarray, series: pd.Series, first_row: int
+         ) -> Problem:
+    where = np.flatnonzero(mask)
+    shown = where[:SAMPLE]
+    return Problem(name, problem, tuple(int(i) + first_row for i in shown),
+                   tuple(repr(series.iloc[i])[:60] for i in shown), len(where))
+
+
+def _numeric(name: str, series: pd.Series, integer: bool, first_row: int
+             ) -> tuple[np.ndarray, list[Problem]]:
+    present = series.notna().to_numpy()
+    if pd.api.types.is_bool_dtype(series):
+        return np.full(len(series), np.nan), [
+            _bad(name, "a boolean where a number is expected", present, series, first_row)]
+    if pd.api.types.is_numeric_dtype(series):
+        values = series.to_numpy(dtype="float64", na_value=np.nan)
+        problems = []
+    else:  # text or mixed objects: numbers written as text pass, anything else is refused
+        is_bool = series.map(lambda v: isinstance(v, bool | np.bool_)).to_numpy(dtype=bool)
+        values = pd.to_numeric(series.where(~is_bool, None), errors="coerce").to_numpy(
+            dtype="float64", na_value=np.nan, copy=True)
+        wrong = present & (np.isnan(values) | is_bool)
+        values[wrong] = np.nan
+        problems = [_bad(name, "not a number", wrong, series, first_row)
+                    ] if wrong.any() else []
+    infinite = np.isinf(values)
+    if infinite.any():
+        problems.append(_bad(name, "not a finite number", infinite, series, first_row))
+    if integer:
+        fractional = np.isfinite(values) & (values != np.round(values))
+        unset = ~np.isfinite(values) & ~infinite
+        for mask, what in ((fractional, "not a whole number"),
+                           (unset, "missing (the model needs a whole number)")):
+            if mask.any():
+                problems.append(_bad(name, what, mask, series, first_row))
+    return values, problems
+
+
+def _text(name: str, series: pd.Series, first_row: int) -> tuple[pd.Series, list[Problem]]:
+    if pd.api.types.is_string_dtype(series) and series.dtype != object:
+        return series.astype("str").reset_index(drop=True), []
+    is_text = series.map(lambda v: isinstance(v, str)).to_numpy(dtype=bool)
+    wrong = series.notna().to_numpy() & ~is_text
+    if wrong.any():
+        return series, [_bad(name, "not text", wrong, series, first_row)]
+    return series.astype("str").reset_index(drop=True), []
+
+
+@dataclass(frozen=True)
+class Checked:
+    """Input that passed the checks: the model's columns with clean types, and the flags."""
+
+    features: pd.DataFrame
+    flags: np.ndarray  # one string per row: tokens joined by ";" ("" when none)
+    counts: dict[str, int]  # rows carrying each flag
+
+
+def _join_flags(masks: list[tuple[str, np.ndarray]], n: int) -> np.ndarray:
+    flags = np.full(n, "", dtype=object)
+    for token, mask in masks:
+        if mask.any():
+            current = flags[mask]
+            flags[mask] = np.where(current == "", token, current + ";" + token)
+    return flags
+
+
+def check_frame(frame: pd.DataFrame, spec: InputSpec, *, first_row: int = 0,
+                where: str = "input", label: Callable[[int], str] = row_label) -> Checked:
+    """Check ``frame`` against ``spec`` (see the module's docstring); raise :class:`InputError`
+    naming every field and the first rows at fault, or return the clean input and its flags.
+    ``first_row`` numbers the rows of a chunk as in the whole file."""
+    check_columns(frame.columns, spec, where)
+    if frame.empty:
+        raise InputError([Problem("(input)", "no rows to score")], where, label)
+    frame = frame.reset_index(drop=True)
+    for name in spec.columns:  # pandas categoricals (from Parquet dictionaries): plain values
+        if isinstance(frame[name].dtype, pd.CategoricalDtype):
+            frame[name] = frame[name].astype(object)
+    columns: dict[str, Any] = {}
+    problems: list[Problem] = []
+    for name in spec.numeric:
+        columns[name], found = _numeric(name, frame[name], name in spec.integer, first_row)
+        problems += found
+    for name in spec.categorical:
+        columns[name], found = _text(name, frame[name], first_row)
+        problems += found
+    if problems:
+        raise InputError(problems, where, label)
+    for name in spec.integer:
+        columns[name] = columns[name].astype("int64")
+    features = pd.DataFrame(columns, columns=list(spec.columns))
+    masks = []
+    for name in spec.categorical:
+        if name in spec.categories:
+            series = features[name]
+            unknown = (series.notna() & ~series.isin(spec.categories[name])).to_numpy()
+            masks.append((f"{UNKNOWN_CATEGORY}:{name}", unknown))
+    for name in spec.columns:
+        masks.append((f"{MISSING}:{name}", features[name].isna().to_numpy()))
+    counts = {token: int(mask.sum()) for token, mask in masks if mask.any()}
+    return Checked(features, _join_flags(masks, len(features)), counts)
+
+
+def predict(model: Any, features: pd.DataFrame) -> np.ndarray:
+    """The model's predictions as one float per row."""
+    pred = np.asarray(model.predict(features), dtype="float64").reshape(-1)
+    if pred.shape[0] != len(features):
+        raise TabregError(f"the model returned {pred.shape[0]} predictions for "
+                          f"{len(features)} rows")
+    return pred
+
+
+def row_identity(frame: pd.DataFrame, features: pd.DataFrame, schema: SchemaConfig,
+                 id_column: str | None = None, where: str = "input",
+                 label: Callable[[int], str] = row_label, first_row: int = 0) -> pd.Series:
+    """Each row's identity: its ``row_id`` column when it has one, else the hash of
+    ``data.id_column`` (as ingest computes it), else the hash of its feature values."""
+    from tabreg.data.identity import row_ids
+
+    frame = frame.reset_index(drop=True)
+    if ROW_ID in frame.columns:
+        ids = frame[ROW_ID]
+        if ids.isna().any():
+            raise InputError([_bad(ROW_ID, "missing row id", ids.isna().to_numpy(), ids,
+                                   first_row)], where, label)
+        return ids.astype("str")
+    if id_column and id_column in features.columns:
+        return row_ids(features, [id_column])
+    if id_column and id_column in frame.columns:
+        return row_ids(frame, [id_column])
+    keys = [c for c in schema.features if c in features.columns]
+    if len(keys) != len(features.columns):
+        keys = list(features.columns)
+    return row_ids(features, keys)
+
+
+def score_frame(model: Any, frame: pd.DataFrame, spec: InputSpec, schema: SchemaConfig, *,
+                id_column: str | None = None, first_row: int = 0, where: str = "input",
+                label: Callable[[int], str] = row_label) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Check and score one frame: ``row_id``, ``prediction`` and ``flags`` per row, and the
+    number of rows carrying each flag."""
+    checked = check_frame(frame, spec, first_row=first_row, where=where, label=label)
+    ids = row_identity(frame, checked.features, schema, id_column, where, label, first_row)
+    out = pd.DataFrame({ROW_ID: ids.to_numpy(dtype=object),
+                        PREDICTION: predict(model, checked.features),
+                        FLAGS: checked.flags})
+    return out, checked.counts
+
+
+# --- files ----------------------------------------------------------------------------------
+
+def table_kind(path: Path) -> str:
+    name = path.name.lower()
+    if name.endswith(_CSV):
+        return "csv"
+    if name.endswith(_PARQUET):
+        return "parquet"
+    raise TabregError(f"{path}: unknown file type; use .csv (or .csv.gz) or .parquet")
+
+
+def read_header(path: Path) -> list[str]:
+    if table_kind(path) == "parquet":
+        import pyarrow.parquet as pq
+
+        try:
+            return list(pq.read_schema(path).names)
+        except Exception as exc:  # noqa: BLE001 - pyarrow raises several kinds for a bad file
+            raise SchemaError(f"{path}: not a readable Parquet file ({exc})") from None
+    try:
+        return [str(c) for c in pd.read_csv(path, nrows=0).columns]
+    except pd.errors.EmptyDataError:
+        raise SchemaError(f"{path}: file is empty (no header, no rows)") from None
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise SchemaError(f"{path}: not a readable CSV file ({exc})") from None
+
+
+def count_rows(path: Path) -> int | None:
+    """The number of data rows, cheaply (None when that would mean decompressing)."""
+    if table_kind(path) == "parquet":
+        import pyarrow.parquet as pq
+
+        return pq.ParquetFile(path).metadata.num_rows
+    if path.name.lower().endswith(".gz"):
+        return None
+    lines, last = 0, b"\n"
+    with open(path, "rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            lines += block.count(b"\n")
+            last = block[-1:]
+    return max(lines + (last != b"\n") - 1, 0)
+
+
+def iter_chunks(path: Path, chunk_rows: int, text_columns: Sequence[str] = ()
+                ) -> Iterator[pd.DataFrame]:
+    """The file's rows, ``chunk_rows`` at a time; ``text_columns`` are read as text."""
+    if table_kind(path) == "parquet":
+        import pyarrow.parquet as pq
+
+        for batch in pq.ParquetFile(path).iter_batches(batch_size=chunk_rows):
+            yield batch.to_pandas()
+        return
+    header = set(read_header(path))
+    dtypes = {c: "str" for c in text_columns if c in header}
+    try:
+        with pd.read_csv(path, chunksize=chunk_rows, dtype=dtypes) as reader:
+            yield from reader
+    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
+        raise SchemaError(f"{path}: not a readable CSV file ({exc})") from None
+
+
+@contextmanager
+def _writer(kind: str, path: Path) -> Iterator[Callable[[pd.DataFrame], None]]:
+    if kind == "parquet":
+        import pyarrow as pa
+        import pyarrow.parquet as pq
+
+        schema = pa.schema([(ROW_ID, pa.string()), (PREDICTION, pa.float64()),
+                            (FLAGS, pa.string())])
+        with pq.ParquetWriter(path, schema) as writer:
+            yield lambda frame: writer.write_table(
+                pa.Table.from_pandas(frame, schema=schema, preserve_index=False))
+        return
+    first = [True]
+
+    def write(frame: pd.DataFrame) -> None:
+        frame.to_csv(path, mode="w" if first[0] else "a", header=first[0], index=False)
+        first[0] = False
+
+    yield write
+    if first[0]:  # nothing written: still leave a valid (empty) file
+        pd.DataFrame(columns=[ROW_ID, PREDICTION, FLAGS]).to_csv(path, index=False)
+
+
+def score_file(model: Any, spec: InputSpec, source: Path, dest: Path, *, schema: SchemaConfig,
+               id_column: str | None = None, chunk_rows: int = 100_000,
+               progress: bool = False) -> dict[str, Any]:
+    """Score ``source`` (CSV or Parquet) into ``dest`` (CSV or Parquet, by extension) in
+    chunks of ``chunk_rows``, so memory stays bounded whatever the file's size.
+
+    ``dest`` gets ``row_id``, ``prediction`` and ``flags`` per input row, in input order, and
+    appears only once complete (an error leaves a previous ``dest`` untouched). Input errors
+    name the field and the rows (CSV: the line in the file).
+    """
+    from tqdm import tqdm
+
+    from tabreg.io import atomic_path
+
+    source, dest = Path(source), Path(dest)
+    kind, out_kind = table_kind(source), table_kind(dest)
+    if not source.is_file():
+        raise SchemaError(f"{source}: file not found")
+    if dest.exists() and dest.resolve() == source.resolve():
+        raise TabregError(f"{dest}: the output would overwrite the input")
+    where, label = str(source), (csv_line if kind == "csv" else row_label)
+    check_columns(read_header(source), spec, where)
+    started, rows = time.perf_counter(), 0
+    counts: dict[str, int] = {}
+    flagged = 0
+    with atomic_path(dest) as tmp, _writer(out_kind, tmp) as write, tqdm(
+            total=count_rows(source), unit=" rows", unit_scale=True, desc=source.name,
+            file=sys.stderr, disable=None if progress else True) as bar:
+        for chunk in iter_chunks(source, chunk_rows, (*spec.categorical, ROW_ID)):
+            if chunk.empty:
+                continue
+            out, found = score_frame(model, chunk, spec, schema, id_column=id_column,
+                                     first_row=rows, where=where, label=label)
+            write(out)
+            rows += len(out)
+            flagged += int((out[FLAGS] != "").sum())
+            for token, n in found.items():
+                counts[token] = counts.get(token, 0) + n
+            bar.update(len(out))
+        if rows == 0:
+            raise InputError([Problem("(input)", "no rows to score")], where)
+    seconds = time.perf_counter() - started
+    return {"input": str(source), "output": str(dest), "rows": rows,
+            "rows_flagged": flagged, "flags": counts, "seconds": round(seconds, 2),
+            "rows_per_second": round(rows / seconds) if seconds > 0 else None}
+
+
+# --- the registered model -------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class ModelRef:
+    """Which registered version is being used, and how it was asked for."""
+
+    name: str
+    version: str
+    alias: str | None
+    run_id: str | None
+    source: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "version": self.version, "alias": self.alias,
+                "run_id": self.run_id}
+
+
+def open_store(config: Config, root: Path) -> Any:
+    """An MlflowClient on the pipeline's tracking store, without creating anything in it."""
+    import urllib.parse
+    import urllib.request
+
+    import mlflow
+    from mlflow import MlflowClient
+
+    from tabreg import tracking
+    from tabreg.registry import RegistryError
+
+    uri = tracking.tracking_uri(config, root.resolve())
+    tracking.check_reachable(uri)
+    parsed = urllib.parse.urlparse(uri)
+    if parsed.scheme == "sqlite" and not Path(urllib.request.url2pathname(parsed.path)).exists():
+        raise RegistryError(f"no MLflow store at {uri}: train and register a model first "
+                            "(`make run`), or set MLFLOW_TRACKING_URI")
+    mlflow.set_tracking_uri(uri)  # where load_version resolves models:/ URIs
+    mlflow.set_registry_uri(uri)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def find_version(mlflow_client: Any, name: str, version: str | None = None) -> Any:
+    """The registered version to use: ``version``, or the one holding ``champion``."""
+    from mlflow.exceptions import MlflowException
+
+    from tabreg.registry import CHAMPION, RegistryError, alias_version
+
+    if version is None:
+        found = alias_version(mlflow_client, name, CHAMPION)
+        if found is None:
+            raise RegistryError(f"{name} has no {CHAMPION}: run `make run` (it registers and "
+                                "gates a model), or name a version (VERSION=<n>)")
+        return found
+    try:
+        return mlflow_client.get_model_version(name, str(version))
+    except MlflowException:
+        raise RegistryError(f"{name} has no version {version!r}") from None
+
+
+def load_registered(name: str, version: Any, alias: str | None) -> tuple[Any, ModelRef]:
+    """Load a registered version (from the store :func:`open_store` opened) as a pyfunc
+    model; an error says why it cannot be loaded."""
+    from tabreg.registry import load_version
+
+    model = load_version(name, version, alias or f"version {version.version}")
+    return model, ModelRef(name, str(version.version), alias, version.run_id, version.source)
+
+
+def predict_file(config: Config, root: Path, source: Path, dest: Path, *,
+                 version: str | None = None, chunk_rows: int | None = None,
+                 progress: bool = False) -> dict[str, Any]:
+    """``python -m tabreg predict``: score a file with the champion (or ``version``)."""
+    from tabreg.errors import ConfigError
+    from tabreg.registry import CHAMPION
+
+    source, dest = Path(source), Path(dest)
+    table_kind(source), table_kind(dest)  # before anything slow: the file types and the input
+    if not source.is_file():
+        raise SchemaError(f"{source}: file not found")
+    if chunk_rows is not None and chunk_rows < 1:
+        raise ConfigError(f"--chunk-rows must be at least 1, got {chunk_rows}")
+    name = config.registry.model_name
+    mlflow_client = open_store(config, root)
+    found = find_version(mlflow_client, name, version)
+    model, ref = load_registered(name, found, CHAMPION if version is None else None)
+    spec = spec_for(model, config.schema, config.data.id_column)
+    result = score_file(model, spec, source, dest, schema=config.schema,
+                        id_column=config.data.id_column,
+                        chunk_rows=chunk_rows or config.serve.chunk_rows, progress=progress)
+    log.info("predict: %d rows scored by %s version %s -> %s", result["rows"], name,
+             ref.version, dest)
+    return {"model": ref.to_dict(), **result}

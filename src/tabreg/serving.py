@@ -1,0 +1,332 @@
+"""Online serving: the champion over HTTP (``make serve``, ``python -m tabreg serve``).
+
+A small FastAPI app run by uvicorn, speaking MLflow's scoring protocol so that clients of
+``mlflow models serve`` work unchanged, with tabreg's input checks in front of the model:
+
+* ``GET /health`` (and ``/ping``): 200 with the model name and version being served;
+* ``POST /invocations``: a JSON body in one of MLflow's formats (``dataframe_split``,
+  ``dataframe_records``, ``instances``, ``inputs``) or a CSV body (``Content-Type: text/csv``);
+  the answer is ``{"predictions": [...], "flags": [[...], ...], "model": {...}}`` with one
+  list of flags per row (see :mod:`tabreg.scoring`). Input the model cannot take gets a 4xx
+  whose body names each field and the rows at fault (400: not a payload; 413: too large;
+  415: an unsupported content type; 422: wrong columns or values).
+
+A new champion is picked up without a restart: a background thread asks the registry every
+``refresh`` seconds which version holds the alias, loads a new one beside the old, and swaps
+it in once it loads; requests never wait for it, and while the registry cannot be reached the
+current model keeps serving. Pinning a version (``--version``) turns this off.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from tabreg.config import Config
+from tabreg.errors import TabregError
+from tabreg.scoring import InputError, InputSpec, ModelRef, Problem
+
+log = logging.getLogger(__name__)
+
+FORMATS = ("dataframe_split", "dataframe_records", "instances", "inputs")
+#: Requests larger than this are refused (413) before they are parsed.
+MAX_BODY_BYTES = 32 << 20
+#: A payload with more columns than this is refused before a frame is built from it.
+MAX_COLUMNS = 1000
+
+
+class PayloadError(Exception):
+    """A request that is not a payload at all (bad JSON, unknown format): a 4xx."""
+
+    def __init__(self, message: str, status: int = 400) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+# --- payloads -------------------------------------------------------------------------------
+
+def _records(rows: list[Any], spec: InputSpec, key: str) -> pd.DataFrame:
+    """A list of JSON objects (one per row) as a frame; a row lacking a field is an error
+    (``null`` is a missing value, an absent key a malformed row)."""
+    if not all(isinstance(r, dict) for r in rows):
+        raise PayloadError(f"{key}: expected a list of objects, one per row")
+    if any(len(r) > MAX_COLUMNS for r in rows):
+        raise PayloadError(f"{key}: a row has more than {MAX_COLUMNS} fields")
+    absent: dict[str, list[int]] = {}
+    for i, row in enumerate(rows):
+        for name in spec.columns:
+            if name not in row:
+                absent.setdefault(name, []).append(i)
+    # A field absent from every row is a missing column, which the column check reports.
+    partly = {name: where for name, where in absent.items() if len(where) < len(rows)}
+    if partly:
+        raise InputError([Problem(name, "field absent", tuple(where[:5]),
+                                  ("absent",) * len(where[:5]), len(where))
+                          for name, where in partly.items()], key)
+    return pd.DataFrame.from_records(rows)
+
+
+def _table(columns: Any, data: Any, key: str) -> pd.DataFrame:
+    if not isinstance(columns, list) or not all(isinstance(c, str) for c in columns):
+        raise PayloadError(f"{key}: 'columns' must be a list of column names")
+    if len(columns) > MAX_COLUMNS:
+        raise PayloadError(f"{key}: more than {MAX_COLUMNS} columns")
+    if not isinstance(data, list) or not all(isinstance(r, list) for r in data):
+        raise PayloadError(f"{key}: 'data' must be a list of rows (lists of values)")
+    wrong = [i for i, r in enumerate(data) if len(r) != len(columns)]
+    if wrong:
+        raise PayloadError(f"{key}: rows {wrong[:5]} do not have {len(columns)} values "
+                           f"(one per column of {columns})")
+    return pd.DataFrame(data, columns=columns) if data else pd.DataFrame(columns=columns)
+
+
+def frame_from_json(payload: Any, spec: InputSpec) -> pd.DataFrame:
+    """The rows of an MLflow-style JSON payload.
+
+    ``dataframe_split``: ``{"columns": [...], "data": [[...], ...]}``; ``dataframe_records``
+    and ``instances``: a list of objects; ``inputs``: an object of columns (``{"col": [...]}``)
+    or a list of objects. A list of lists under ``instances`` / ``inputs`` is read in the
+    model's column order.
+    """
+    if not isinstance(payload, dict):
+        raise PayloadError(f"expected a JSON object with one of the keys {list(FORMATS)}")
+    keys = [k for k in payload if k in FORMATS]
+    other = [k for k in payload if k not in FORMATS]
+    if len(keys) != 1 or other:
+        raise PayloadError(f"expected exactly one of the keys {list(FORMATS)}, got "
+                           f"{list(payload)[:10]}")
+    key = keys[0]
+    body = payload[key]
+    if key == "dataframe_split":
+        if not isinstance(body, dict):
+            raise PayloadError("dataframe_split: expected an object with 'columns' and 'data'")
+        return _table(body.get("columns"), body.get("data"), key)
+    if key == "inputs" and isinstance(body, dict):
+        if len(body) > MAX_COLUMNS:
+            raise PayloadError(f"inputs: more than {MAX_COLUMNS} columns")
+        lengths = {len(v) if isinstance(v, list) else -1 for v in body.values()}
+        if -1 in lengths or len(lengths) > 1:
+            raise PayloadError("inputs: expected an object of columns, each a list of the "
+                               "same length")
+        return pd.DataFrame(body)
+    if not isinstance(body, list):
+        raise PayloadError(f"{key}: expected a list of rows")
+    if body and all(isinstance(r, list) for r in body) and key != "dataframe_records":
+        return _table(list(spec.columns), body, key)
+    return _records(body, spec, key)
+
+
+def frame_from_body(body: bytes, content_type: str, spec: InputSpec) -> pd.DataFrame:
+    """Parse a request body (JSON or CSV) into rows, or raise :class:`PayloadError`."""
+    if content_type in ("", "application/json"):
+        try:
+            payload = json.loads(body)
+        except (ValueError, RecursionError) as exc:  # UnicodeDecodeError is a ValueError
+            raise PayloadError(f"the body is not valid JSON: {str(exc)[:200]}") from None
+        return frame_from_json(payload, spec)
+    if content_type == "text/csv":
+        import io
+
+        try:
+            return pd.read_csv(io.BytesIO(body), dtype={c: "str" for c in spec.categorical})
+        except (ValueError, pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
+            raise PayloadError(f"the body is not a readable CSV table: {str(exc)[:200]}"
+                               ) from None
+    raise PayloadError(f"unsupported content type {content_type!r}; send application/json "
+                       "or text/csv", status=415)
+
+
+# --- the model being served -----------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Served:
+    """A loaded model with what it takes."""
+
+    model: Any
+    spec: InputSpec
+    ref: ModelRef
+    loaded_at: float
+
+
+class ModelSlot:
+    """Holds the served model and swaps in a new one when ``current()`` names another version.
+
+    ``current()`` returns the registered version that should be served (an MLflow
+    ``ModelVersion``) and ``load(version)`` loads it; :meth:`refresh` does one check,
+    :meth:`start` checks every ``interval`` seconds in a daemon thread.
+    """
+
+    def __init__(self, current: Callable[[], Any], load: Callable[[Any], Served],
+                 interval: float | None) -> None:
+        self._current, self._load, self.interval = current, load, interval
+        self.served = load(current())
+        self.checked_at = time.time()
+        self.last_error: str | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    def refresh(self) -> bool:
+        """Check the registry once; True when a new version was loaded."""
+        version = self._current()
+        self.checked_at = time.time()
+        if str(version.version) == self.served.ref.version:
+            return False
+        served = self._load(version)
+        previous, self.served = self.served.ref.version, served
+        log.warning("serving: now %s version %s (was %s)", served.ref.name, served.ref.version,
+                    previous)
+        return True
+
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            try:
+                self.refresh()
+                self.last_error = None
+            except Exception as exc:  # noqa: BLE001 - keep serving the current model
+                self.last_error = f"{type(exc).__name__}: {str(exc)[:300]}"
+                log.warning("serving: registry check failed, still serving version %s: %s",
+                            self.served.ref.version, self.last_error)
+
+    def start(self) -> None:
+        if self.interval and self._thread is None:
+            self._thread = threading.Thread(target=self._loop, name="champion-refresh",
+                                            daemon=True)
+            self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+
+
+def registry_slot(config: Config, root: Path, *, version: str | None = None,
+                  refresh: float | None = 10.0, threads: int | None = 1) -> ModelSlot:
+    """A slot serving the champion (re-checked every ``refresh`` seconds), or a pinned
+    ``version``. ``threads`` caps the BLAS/OpenMP threads of a prediction (None: no cap)."""
+    from tabreg import scoring
+    from tabreg.registry import CHAMPION
+
+    name = config.registry.model_name
+    client = scoring.open_store(config, root)
+    alias = CHAMPION if version is None else None
+
+    def load(found: Any) -> Served:
+        model, ref = scoring.load_registered(name, found, alias)
+        if threads:  # after the load: the model's own libraries (torch) are in place now
+            from threadpoolctl import threadpool_limits
+
+            threadpool_limits(threads)
+        spec = scoring.spec_for(model, config.schema, config.data.id_column)
+        return Served(model, spec, ref, time.time())
+
+    return ModelSlot(lambda: scoring.find_version(client, name, version), load,
+                     refresh if version is None else None)
+
+
+# --- the app --------------------------------------------------------------------------------
+
+def _error(status: int, code: str, message: str, problems: list[Problem] | None = None) -> Any:
+    from fastapi.responses import JSONResponse
+
+    body: dict[str, Any] = {"error_code": code, "message": message}
+    if problems:
+        body["problems"] = [p.to_dict() for p in problems]
+    return JSONResponse(body, status_code=status)
+
+
+def score_body(served: Served, body: bytes, content_type: str) -> dict[str, Any]:
+    """Parse, check and score one request body (the work of ``/invocations``)."""
+    from tabreg import scoring
+
+    frame = frame_from_body(body, content_type, served.spec)
+    checked = scoring.check_frame(frame, served.spec, where="input")
+    predictions = scoring.predict(served.model, checked.features)
+    return {"predictions": [float(p) if math.isfinite(p) else None for p in predictions],
+            "flags": [f.split(";") if f else [] for f in checked.flags],
+            "model": served.ref.to_dict()}
+
+
+def create_app(slot: ModelSlot, *, max_body: int = MAX_BODY_BYTES) -> Any:
+    from contextlib import asynccontextmanager
+
+    from fastapi import FastAPI, Request
+    from fastapi.responses import JSONResponse
+    from starlette.concurrency import run_in_threadpool
+
+    @asynccontextmanager
+    async def lifespan(_app: FastAPI):
+        slot.start()
+        yield
+        slot.stop()
+
+    app = FastAPI(title="tabreg", lifespan=lifespan, docs_url=None, redoc_url=None,
+                  openapi_url=None)
+
+    def health() -> dict[str, Any]:
+        served = slot.served
+        return {"status": "ok", "model": served.ref.to_dict(),
+                "loaded_at": served.loaded_at, "checked_at": slot.checked_at,
+                "refresh_seconds": slot.interval, "registry_error": slot.last_error}
+
+    app.get("/health")(health)
+    app.get("/ping")(health)
+
+    async def invocations(request: Request) -> Any:
+        declared = request.headers.get("content-length", "")
+        if declared.isdigit() and int(declared) > max_body:
+            return _error(413, "REQUEST_TOO_LARGE", f"the body exceeds {max_body} bytes")
+        body = bytearray()
+        async for part in request.stream():
+            body += part
+            if len(body) > max_body:
+                return _error(413, "REQUEST_TOO_LARGE", f"the body exceeds {max_body} bytes")
+        content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        try:
+            result = await run_in_threadpool(score_body, slot.served, bytes(body), content_type)
+        except PayloadError as exc:
+            return _error(exc.status, "BAD_REQUEST", str(exc))
+        except InputError as exc:
+            return _error(422, "INVALID_INPUT", str(exc), exc.problems)
+        except Exception as exc:  # noqa: BLE001 - a bug or a model failure: report, keep serving
+            log.exception("serving: scoring failed")
+            return _error(500, "INTERNAL_ERROR", f"{type(exc).__name__}: {str(exc)[:300]}")
+        return JSONResponse(result)
+
+    # A plain Starlette route: the handler takes the raw request, nothing for FastAPI to inject.
+    app.router.add_route("/invocations", invocations, methods=["POST"])
+    return app
+
+
+def _check_port(host: str, port: int) -> None:
+    import socket
+
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise TabregError(f"cannot listen on {host}:{port} ({exc.strerror}); stop what "
+                              "uses it or choose another port (serve.port, PORT=...)") from None
+
+
+def serve(config: Config, root: Path, *, host: str | None = None, port: int | None = None,
+          version: str | None = None, refresh: float = 10.0, threads: int | None = 1) -> None:
+    """Serve the champion (or ``version``) until interrupted."""
+    import uvicorn
+
+    host, port = host or config.serve.host, port or config.serve.port
+    _check_port(host, port)
+    slot = registry_slot(config, root, version=version, refresh=refresh or None,
+                         threads=threads)
+    ref = slot.served.ref
+    follow = (f"follows @{ref.alias}, checked every {refresh:g} s" if ref.alias and refresh
+              else "not re-checked: restart to change it")
+    log.info("serving %s version %s (%s) on http://%s:%d", ref.name, ref.version, follow,
+                host, port)
+    uvicorn.run(create_app(slot), host=host, port=port, log_level="warning", access_log=False)

@@ -1,0 +1,43 @@
+"""The benchmarks keep working: the quick mode runs every section and reports each figure.
+(Nothing here checks a timing: targets are reported by the benchmark, not asserted.)"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from tests.conftest import PER_MACHINE, ROOT
+
+pytestmark = pytest.mark.integration
+
+
+def test_quick_bench_runs_every_section(tmp_path):
+    out = tmp_path / "results.json"
+    env = {k: v for k, v in os.environ.items() if k not in PER_MACHINE}
+    done = subprocess.run([sys.executable, str(ROOT / "bench/run.py"), "--quick", "--out",
+                           str(out)], cwd=tmp_path, env=env, capture_output=True, text=True,
+                          timeout=600)
+    assert done.returncode == 0, done.stderr[-4000:]
+    results = json.loads(out.read_text())
+    sections = results["sections"]
+    assert list(sections) == ["startup", "pipeline", "mlp", "tuning", "serving", "scale"]
+    assert not [name for name, s in sections.items() if "error" in s]
+    assert "skipped" in sections["pipeline"]  # the flow runs in full mode only
+    assert sections["startup"]["cli_seconds"] > 0
+    mlp = sections["mlp"]
+    assert mlp["book_samples_per_s"] > 0 and mlp["ours_batch256_samples_per_s"] > 0
+    assert sections["tuning"]["trials"].get("COMPLETE", 0) >= 1
+    assert sections["serving"]["one_row"]["p50_ms"] > 0
+    assert sections["serving"]["hundred_rows"]["requests_per_s"] > 0
+    sizes = sections["scale"]["sizes"]
+    assert set(sizes) == {"2000", "6000"}
+    assert all(step["seconds"] >= 0 and step["peak_rss_mib"] > 0
+               for size in sizes.values() for step in size.values())
+    assert results["machine"]["cores"] >= 1
+    # The printed report: one Markdown table row per figure, the scale table, the machine.
+    assert "| CLI start-up: `python -m tabreg --help` |" in done.stdout
+    assert "| score |" in done.stdout and "Machine:" in done.stdout

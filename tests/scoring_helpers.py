@@ -1,0 +1,96 @@
+"""A registered model for the scoring and serving tests, without running the pipeline: a small
+gradient-boosting pipeline fitted on generated districts, logged with its signature to a
+throwaway MLflow store, registered, and made champion."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import pandas as pd
+
+from tabreg.config import Config, load_config
+from tests.conftest import ROOT
+
+
+@dataclass(frozen=True)
+class Store:
+    uri: str  # the tracking (and registry) URI
+    name: str  # the registered model's name
+    config: Config
+    train: pd.DataFrame  # what the model was fitted on
+
+
+def fit_small(config: Config, rows: int = 800, seed: int = 0, max_iter: int = 20):
+    from tabreg.data import synthetic
+    from tabreg.models.candidates import Candidate, make_pipeline
+
+    frame = synthetic.generate(rows, seed=seed)
+    features = list(config.schema.features)
+    pipeline = make_pipeline(Candidate("hist_gradient_boosting", {"n_clusters": 4},
+                                       {"max_iter": max_iter}), config)
+    pipeline.fit(frame[features], frame[config.schema.target])
+    return pipeline, frame
+
+
+def log_and_register(store: Store, pipeline, example: pd.DataFrame, champion: bool = True) -> str:
+    """Log ``pipeline`` as a new version of the store's model; returns the version."""
+    import mlflow
+    import mlflow.sklearn
+    from mlflow import MlflowClient
+    from mlflow.models import infer_signature
+
+    from tabreg import registry
+
+    mlflow.set_tracking_uri(store.uri)
+    mlflow.set_registry_uri(store.uri)
+    client = MlflowClient(tracking_uri=store.uri, registry_uri=store.uri)
+    signature = infer_signature(example, pipeline.predict(example))
+    with mlflow.start_run():
+        info = mlflow.sklearn.log_model(pipeline, name="model", signature=signature,
+                                        input_example=example,
+                                        serialization_format="cloudpickle")
+    version = registry.register(client, store.name, info.model_uri, {})
+    if champion:
+        client.set_registered_model_alias(store.name, registry.CHAMPION, version.version)
+    return str(version.version)
+
+
+def make_store(tmp: Path, rows: int = 800) -> Store:
+    """A fresh store in ``tmp`` holding one champion fitted on ``rows`` generated rows."""
+    import mlflow
+
+    config = load_config(ROOT / "params.yaml", env={})
+    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    mlflow.set_tracking_uri(uri)
+    experiment = mlflow.create_experiment("scoring-tests",
+                                          artifact_location=(tmp / "artifacts").as_uri())
+    mlflow.set_experiment(experiment_id=experiment)
+    pipeline, frame = fit_small(config, rows)
+    store = Store(uri, config.registry.model_name, config, frame)
+    log_and_register(store, pipeline, frame[list(config.schema.features)].head(5))
+    return store
+
+
+@contextmanager
+def isolated_mlflow() -> Iterator[None]:
+    """Give back MLflow's tracking and registry URIs as they were: ``mlflow.set_tracking_uri``
+    also sets ``MLFLOW_TRACKING_URI`` in the environment, which ``load_config`` (and every
+    subprocess) would otherwise read in the tests that follow."""
+    import mlflow
+
+    names = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
+    saved = {name: os.environ.get(name) for name in names}
+    try:
+        yield
+    finally:
+        mlflow.set_tracking_uri(saved["MLFLOW_TRACKING_URI"])
+        mlflow.set_registry_uri(saved["MLFLOW_REGISTRY_URI"])
+        for name, value in saved.items():
+            if value is None:
+                os.environ.pop(name, None)
+            else:
+                os.environ[name] = value
