@@ -69,8 +69,14 @@ def start(config: Config, root: Path) -> str:
     return experiment_id
 
 
-def git_commit(root: Path) -> str:
-    """The commit the code ran from, with ``-dirty`` when the work tree differs."""
+#: Tracked files that the pipeline itself rewrites as it runs: a change there is the run's own
+#: record (DVC's lock, the reports), not a difference in what produced the model.
+PIPELINE_RECORDS = ("dvc.lock", "reports")
+
+
+def git_commit(root: Path, records: tuple[str, ...] = PIPELINE_RECORDS) -> str:
+    """The commit the code ran from, with ``-dirty`` when the work tree differs from it in
+    anything but the pipeline's own records (so a run from a clean clone is not dirty)."""
     def git(*args: str) -> str:
         done = subprocess.run(["git", *args], cwd=root, capture_output=True, text=True)
         return done.stdout.strip() if done.returncode == 0 else ""
@@ -78,7 +84,9 @@ def git_commit(root: Path) -> str:
     commit = git("rev-parse", "HEAD")
     if not commit:
         return "unknown"
-    return commit + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+    excluded = [f":(exclude){path}" for path in records]
+    changed = git("status", "--porcelain", "--untracked-files=no", "--", ".", *excluded)
+    return commit + ("-dirty" if changed else "")
 
 
 def flat_params(config: Config, sections: tuple[str, ...]) -> dict[str, str]:

@@ -316,3 +316,26 @@ def test_card_checkout_command_is_a_valid_ref_for_a_dirty_tree():
                       interval=(0.5, 1.5), confidence=0.95, slices=[],
                       split={"strategy": "hash", "total": 10}, trained_at="t")
     assert "git checkout abc123\n" in text and "uncommitted changes" in text
+
+
+def test_a_run_from_a_clean_clone_is_not_dirty(tmp_path):
+    import subprocess
+
+    from tabreg.tracking import git_commit
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)
+
+    for name in ("dvc.lock", "reports/metrics.json", "params.yaml"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("a\n")
+    git("init", "-q")
+    git("add", "-A")
+    git("-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qm", "init")
+    clean = git_commit(tmp_path)
+    assert len(clean) == 40
+    (tmp_path / "dvc.lock").write_text("b\n")  # the run's own records change as it runs
+    (tmp_path / "reports/metrics.json").write_text("b\n")
+    assert git_commit(tmp_path) == clean
+    (tmp_path / "params.yaml").write_text("b\n")  # a changed configuration is a difference
+    assert git_commit(tmp_path) == clean + "-dirty"
