@@ -486,18 +486,10 @@ def serving(plan: Plan, work: Path) -> dict:
 
 
 def _wait_healthy(server: subprocess.Popen, url: str, log: Path, limit: float = 180) -> None:
-    import httpx
+    from tabreg.serving import wait_until_healthy
 
-    deadline = time.monotonic() + limit
-    while True:
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                return
-        except httpx.TransportError:
-            pass
-        if server.poll() is not None or time.monotonic() > deadline:
-            raise RuntimeError(f"the server did not start:\n{log.read_text()[-2000:]}")
-        time.sleep(0.2)
+    if not wait_until_healthy(url, server, limit):
+        raise RuntimeError(f"the server did not start:\n{log.read_text()[-2000:]}")
 
 
 def _concurrent_rps(url: str, body: bytes, n: int, clients: int) -> float:

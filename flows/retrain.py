@@ -60,11 +60,13 @@ def measure_drift(config: Config, root: Path, new: rt.NewData,
                   checked: rt.BatchCheck) -> dict | None:
     import pandas as pd
 
+    from tabreg.steps.data import read_source
+
     if new.first_run:
         return None
     frames = list(checked.accepted.values())
     if new.source_changed:
-        frames.append(rt.new_source_rows(config, root))
+        frames.append(read_source(config, root))
     current = pd.concat(frames, ignore_index=True)[list(config.schema.features)]
     return rt.drift(config, root, current)
 

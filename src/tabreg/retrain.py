@@ -112,13 +112,6 @@ def quarantine(config: Config, root: Path, files: list[Path], reasons: dict[str,
     return dest
 
 
-def new_source_rows(config: Config, root: Path) -> pd.DataFrame:
-    """The source as the next ingest will read it (fetched and verified)."""
-    from tabreg.steps.data import read_source
-
-    return read_source(config, root)
-
-
 def drift(config: Config, root: Path, current: pd.DataFrame) -> dict | None:
     """Drift of ``current`` against the training split (None before any split exists)."""
     from tabreg.drift import drift_report

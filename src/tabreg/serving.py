@@ -330,3 +330,20 @@ def serve(config: Config, root: Path, *, host: str | None = None, port: int | No
     log.info("serving %s version %s (%s) on http://%s:%d", ref.name, ref.version, follow,
                 host, port)
     uvicorn.run(create_app(slot), host=host, port=port, log_level="warning", access_log=False)
+
+
+def wait_until_healthy(url: str, process: Any, timeout: float) -> bool:
+    """Poll ``url``/health until it answers 200 (True), or until ``process`` (a Popen of the
+    server) exits or ``timeout`` seconds pass (False). For callers that start a server."""
+    import httpx
+
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
+                return True
+        except httpx.TransportError:
+            pass
+        if process.poll() is not None or time.monotonic() > deadline:
+            return False
+        time.sleep(0.2)

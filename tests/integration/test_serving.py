@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from tabreg.serving import wait_until_healthy
 from tests.conftest import ROOT
 from tests.scoring_helpers import fit_small, isolated_mlflow, log_and_register, make_store
 
@@ -51,7 +52,6 @@ def store(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(store, tmp_path_factory):
-    import httpx
 
     port = free_port()
     log = tmp_path_factory.mktemp("server") / "server.log"
@@ -62,17 +62,9 @@ def server(store, tmp_path_factory):
              "--port", str(port), "--refresh", str(REFRESH)],
             cwd=log.parent, env=env, stdout=out, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 120
-    while True:
-        try:
-            if httpx.get(f"{url}/health", timeout=2).status_code == 200:
-                break
-        except httpx.TransportError:
-            pass
-        if process.poll() is not None or time.monotonic() > deadline:
-            process.kill()
-            pytest.fail(f"the server did not start:\n{log.read_text()[-3000:]}")
-        time.sleep(0.2)
+    if not wait_until_healthy(url, process, 120):
+        process.kill()
+        pytest.fail(f"the server did not start:\n{log.read_text()[-3000:]}")
     yield Server(process, url, log)
     process.terminate()
     process.wait(timeout=20)
