@@ -65,9 +65,10 @@ class Plan:
     serve_requests: tuple[int, int]  # 1-row and 100-row requests timed
     scale_rows: tuple[int, ...]
     chunk_rows: int
+    mlp_reps: int = 3  # rounds of (book loop, ours at each batch), interleaved
 
 
-QUICK = Plan(True, 3, 2000, 1, 800, 3, 60, 1000, (40, 15), (2000, 6000), 2500)
+QUICK = Plan(True, 3, 2000, 1, 800, 3, 60, 1000, (40, 15), (2000, 6000), 2500, mlp_reps=1)
 FULL = Plan(False, 10, 20_000, 3, 5000, 1000, 100, 5000, (500, 200),
             (20_000, 200_000, 2_000_000), 100_000)
 
@@ -258,25 +259,34 @@ def mlp(plan: Plan, work: Path) -> dict:
         model.fit(X, y)
         return n_train * len(model.history_) / (time.perf_counter() - began)
 
-    book = _book_loop(X, y, epochs, device)
-    ours_32, ours_256, ours_512 = ours(32), ours(256), ours(512)
+    # A warm-up fit first (thread pools, allocator), then rounds that interleave the book loop
+    # with ours, so that a slow spell of a shared machine hits both sides of a ratio alike;
+    # each ratio is the median over rounds of the ratio within a round.
+    ours(256)
+    batches = (32, 256, 512)
+    book, speeds = [], {b: [] for b in batches}
+    for _ in range(plan.mlp_reps):
+        book.append(_book_loop(X, y, epochs, device))
+        for b in batches:
+            speeds[b].append(ours(b))
+    ratio = {b: median(s / ref for s, ref in zip(speeds[b], book, strict=True)) for b in batches}
+    speed = {b: median(speeds[b]) for b in batches}
+    book_speed = median(book)
     shape = f"{plan.mlp_rows:,} rows x {X.shape[1]} features, {device.type}"
+    reference = f"book loop, batch 32: {book_speed:,.0f} samples/s"
     return {
         "device": device.type, "rows": plan.mlp_rows, "features": int(X.shape[1]),
-        "epochs": epochs, "book_samples_per_s": round(book),
-        "ours_batch32_samples_per_s": round(ours_32),
-        "ours_batch256_samples_per_s": round(ours_256),
-        "ours_batch512_samples_per_s": round(ours_512),
+        "epochs": epochs, "rounds": plan.mlp_reps, "book_samples_per_s": round(book_speed),
+        **{f"ours_batch{b}_samples_per_s": round(speed[b]) for b in batches},
+        **{f"ratio_batch{b}": round(ratio[b], 2) for b in batches},
         "table": [
-            row(f"MLP training, ours, batch 256 ({shape})", f"{ours_256:,.0f} samples/s",
-                f"book loop, batch 32: {book:,.0f} samples/s", f"{ours_256 / book:.1f}x",
-                ">= 10x", ours_256 / book >= 10),
+            row(f"MLP training, ours, batch 256 ({shape})", f"{speed[256]:,.0f} samples/s",
+                reference, f"{ratio[256]:.1f}x", ">= 10x", ratio[256] >= 10),
             row("MLP training, ours, batch 512 (the largest batch tuning tries)",
-                f"{ours_512:,.0f} samples/s", f"book loop, batch 32: {book:,.0f} samples/s",
-                f"{ours_512 / book:.1f}x", ">= 10x", ours_512 / book >= 10),
+                f"{speed[512]:,.0f} samples/s", reference, f"{ratio[512]:.1f}x", ">= 10x",
+                ratio[512] >= 10),
             row("MLP training, ours, batch 32 (same batch as the book)",
-                f"{ours_32:,.0f} samples/s", f"book loop, batch 32: {book:,.0f} samples/s",
-                f"{ours_32 / book:.1f}x"),
+                f"{speed[32]:,.0f} samples/s", reference, f"{ratio[32]:.1f}x"),
         ],
     }
 

@@ -12,7 +12,7 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
 from tabreg.errors import ConfigError
-from tabreg.models.mlp import TorchMLPRegressor, resolve_device
+from tabreg.models.mlp import TorchMLPRegressor, _Dropout, resolve_device
 
 #: Small enough for 2 CPU cores: a fit takes well under a second.
 SMALL = {"depth": 2, "width": 32, "learning_rate": 3e-3, "max_epochs": 30, "patience": 10}
@@ -90,6 +90,33 @@ def test_cpu_fits_are_bit_identical_for_a_seed_and_differ_across_seeds(fitted, d
                               for h, g in zip(fitted.history_, again.history_, strict=True)]
     other = TorchMLPRegressor(**SMALL, device="cpu", random_state=7).fit(X, y)
     assert not np.array_equal(other.predict(X), fitted.predict(X))
+
+
+@pytest.mark.parametrize("p", [0.1, 0.5])
+def test_cpu_dropout_drops_a_p_share_and_keeps_the_mean(p):
+    layer = _Dropout(p).train()
+    layer.bits = np.random.PCG64(0)
+    x = torch.ones(400, 250)
+    out = layer(x)
+    dropped = float((out == 0).float().mean())
+    assert abs(dropped - p) < 0.01
+    assert abs(float(out.mean()) - 1.0) < 0.02  # inverted dropout: the expectation is kept
+    assert torch.allclose(out[out != 0], torch.tensor(1 / (1 - p)), rtol=1e-4)
+    again = _Dropout(p).train()
+    again.bits = np.random.PCG64(0)
+    assert torch.equal(again(x), out), "the same bit stream must give the same mask"
+    assert torch.equal(layer.eval()(x), x)
+
+
+def test_cpu_dropout_passes_gradients_through_kept_units_only():
+    layer = _Dropout(0.3).train()
+    layer.bits = np.random.PCG64(1)
+    x = torch.randn(64, 32, requires_grad=True)
+    out = layer(x)
+    out.sum().backward()
+    kept = out.detach() != 0
+    assert torch.allclose(x.grad[kept], torch.tensor(65536 / (65536 - round(0.3 * 65536))))
+    assert torch.all(x.grad[~kept] == 0)
 
 
 def test_early_stopping_stops_and_restores_the_best_epoch(data):
