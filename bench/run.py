@@ -535,6 +535,44 @@ SCALE_STEPS = ("generate", "write_csv", "ingest", "validate", "split", "features
                "score")
 
 
+#: The project's own steps in the scale runs (generate and write_csv only make the input).
+PIPELINE_STEPS = ("ingest", "validate", "split", "features", "train", "score")
+#: "Cost linear in rows": each step's seconds per row at the largest size may be at most this
+#: many times its seconds per row at the size before (fixed costs make it lower; noise and
+#: cache effects a little higher).
+LINEAR_SLACK = 1.5
+MEMORY_BOUND_MIB = 8 * 1024
+
+
+def _growth_rows(sizes: dict[str, dict]) -> list[dict]:
+    """The two scale targets: cost linear in rows (the last two sizes compared, step by step,
+    since at the smallest size fixed costs dominate), and the peak memory at the largest size."""
+    names = list(sizes)
+    large = names[-1]
+    peak_step = max(PIPELINE_STEPS, key=lambda n: sizes[large][n]["peak_rss_mib"])
+    peak = sizes[large][peak_step]["peak_rss_mib"]
+    memory = row(f"scale: peak RSS at {int(large):,} rows (largest step: {peak_step})",
+                 f"{peak:,.0f} MiB", "", "", "< 8 GiB", peak < MEMORY_BOUND_MIB)
+    if len(names) < 2:
+        return [memory]
+    before = names[-2]
+    growth = int(large) / int(before)
+    per_row = {n: (sizes[large][n]["seconds"] / sizes[before][n]["seconds"]) / growth
+               for n in PIPELINE_STEPS}
+    steepest = max(per_row, key=per_row.get)
+    total = (sum(sizes[large][n]["seconds"] for n in PIPELINE_STEPS)
+             / sum(sizes[before][n]["seconds"] for n in PIPELINE_STEPS))
+    return [
+        row(f"scale: time for x{growth:g} rows, ingest to scoring ({int(before):,} -> "
+            f"{int(large):,} rows)", f"x{total:.1f}",
+            f"steepest step: {steepest}, x{per_row[steepest] * growth:.1f}",
+            f"{per_row[steepest]:.2f}x per row (steepest)",
+            f"linear: every step <= {LINEAR_SLACK}x per row",
+            per_row[steepest] <= LINEAR_SLACK),
+        memory,
+    ]
+
+
 def scale(plan: Plan, work: Path) -> dict:
     sizes = {}
     for rows in plan.scale_rows:
@@ -550,6 +588,7 @@ def scale(plan: Plan, work: Path) -> dict:
     s, b = sizes[small]["score"], sizes[large]["score"]
     return {"chunk_rows": plan.chunk_rows, "environment": SCALE_ENVIRONMENT, "sizes": sizes,
             "table": [
+        *_growth_rows(sizes),
         row(f"batch scoring, {int(large):,} rows (chunks of {plan.chunk_rows:,}), peak RSS of "
             "the scoring process",
             f"{b['rows_per_second']:,} rows/s, {b['peak_rss_mib']:.0f} MiB",

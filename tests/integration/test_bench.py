@@ -41,3 +41,5 @@ def test_quick_bench_runs_every_section(tmp_path):
     # The printed report: one Markdown table row per figure, the scale table, the machine.
     assert "| CLI start-up: `python -m tabreg --help` |" in done.stdout
     assert "| score |" in done.stdout and "Machine:" in done.stdout
+    assert "| scale: time for x3 rows, ingest to scoring (2,000 -> 6,000 rows) |" in done.stdout
+    assert "| scale: peak RSS at 6,000 rows" in done.stdout and "< 8 GiB (met)" in done.stdout
