@@ -131,8 +131,8 @@ distclean: clean ## clean, and remove .venv and the local Prefect home
 # --- serving, batch scoring and benchmarks --------------------------------------------------
 .PHONY: serve predict bench
 
-serve: $(STAMP) ## serve the champion over HTTP (serve.host:serve.port; PORT=..., VERSION=n pins one)
-	$(TAB) serve $(if $(PORT),--port $(PORT)) $(if $(VERSION),--version $(VERSION))
+serve: $(STAMP) ## serve the champion over HTTP (serve.host:serve.port; PORT=..., WORKERS=n, VERSION=n pins one)
+	$(TAB) serve $(if $(PORT),--port $(PORT)) $(if $(WORKERS),--workers $(WORKERS)) $(if $(VERSION),--version $(VERSION))
 
 predict: $(STAMP) ## score a file: make predict INPUT=in.csv OUTPUT=out.parquet [VERSION=n]
 	@test -n "$(INPUT)" -a -n "$(OUTPUT)" || { echo "usage: make predict INPUT=in.csv|.parquet OUTPUT=out.csv|.parquet [VERSION=n]" >&2; exit 2; }

@@ -24,7 +24,8 @@ import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -424,19 +425,10 @@ def serving(plan: Plan, work: Path) -> dict:
     store = work / "serving"
     store.mkdir()
     uri = _register(config, store, plan.serve_rows, 20 if plan.quick else 200)
-    port = _free_port()
-    log = open(store / "server.log", "w")  # noqa: SIM115 - closed in the finally below
-    began = time.perf_counter()
-    server = subprocess.Popen([PY, "-m", "tabreg", "--params", str(ROOT / "params.yaml"),
-                               "-q", "serve", "--port", str(port), "--refresh", "0"],
-                              cwd=store, env=clean_env(MLFLOW_TRACKING_URI=uri), stdout=log,
-                              stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    try:
-        _wait_healthy(server, url, store / "server.log")
-        startup = time.perf_counter() - began
-        frame = synthetic.generate(200, seed=9)[list(config.schema.features)]
-        one, hundred = frame.head(1), frame.head(100)
+    frame = synthetic.generate(200, seed=9)[list(config.schema.features)]
+    one, hundred = frame.head(1), frame.head(100)
+    n1, n100 = plan.serve_requests
+    with _server(store, uri, workers=1) as (url, startup):
         with httpx.Client(base_url=url, timeout=60) as http:
             def timed(body: bytes, n: int) -> list[float]:
                 headers = {"Content-Type": "application/json"}
@@ -452,13 +444,11 @@ def serving(plan: Plan, work: Path) -> dict:
                                            f"{answer.text[:300]}")
                 return out
 
-            n1, n100 = plan.serve_requests
             lat1, lat100 = timed(_payload(one), n1), timed(_payload(hundred), n100)
         parallel = _concurrent_rps(url, _payload(one), n1, clients=4)
-    finally:
-        server.terminate()
-        server.wait(timeout=30)
-        log.close()
+    with _server(store, uri, workers=2) as (url, _):
+        _concurrent_rps(url, _payload(one), 20, clients=4)  # every worker warmed up
+        two_workers = _concurrent_rps(url, _payload(one), n1, clients=4)
     model = mlflow.pyfunc.load_model(f"models:/{config.registry.model_name}@champion")
     with threadpool_limits(1):  # as the server predicts
         ref1 = _in_process(model, one, n1)
@@ -473,7 +463,8 @@ def serving(plan: Plan, work: Path) -> dict:
         "one_row": {"p50_ms": round(pct(lat1, 50) * 1e3, 2),
                     "p99_ms": round(pct(lat1, 99) * 1e3, 2),
                     "requests_per_s": round(rps1, 1), "in_process_p50_ms": round(ref1 * 1e3, 2),
-                    "requests_per_s_4_clients": round(parallel, 1)},
+                    "requests_per_s_4_clients": round(parallel, 1),
+                    "requests_per_s_4_clients_2_workers": round(two_workers, 1)},
         "hundred_rows": {"p50_ms": round(pct(lat100, 50) * 1e3, 2),
                          "p99_ms": round(pct(lat100, 99) * 1e3, 2),
                          "requests_per_s": round(len(lat100) / sum(lat100), 1),
@@ -482,17 +473,40 @@ def serving(plan: Plan, work: Path) -> dict:
             row("serving, 1-row request: p50 / p99 latency",
                 f"{pct(lat1, 50) * 1e3:.1f} / {pct(lat1, 99) * 1e3:.1f} ms",
                 f"in-process pyfunc predict: {ref1 * 1e3:.1f} ms",
-                f"+{(pct(lat1, 50) - ref1) * 1e3:.1f} ms"),
+                f"{(pct(lat1, 50) - ref1) * 1e3:+.1f} ms"),
             row("serving, 100-row request: p50 / p99 latency",
                 f"{pct(lat100, 50) * 1e3:.1f} / {pct(lat100, 99) * 1e3:.1f} ms",
                 f"in-process pyfunc predict: {ref100 * 1e3:.1f} ms",
-                f"+{(pct(lat100, 50) - ref100) * 1e3:.1f} ms"),
+                f"{(pct(lat100, 50) - ref100) * 1e3:+.1f} ms"),
             row("serving, requests/s (1-row; 1 client / 4 clients)",
                 f"{rps1:.0f} / {parallel:.0f} req/s",
                 f"100-row: {len(lat100) / sum(lat100):.0f} req/s "
                 f"({100 * len(lat100) / sum(lat100):,.0f} rows/s)"),
+            row("serving, requests/s with 2 worker processes (1-row; 4 clients)",
+                f"{two_workers:.0f} req/s", f"1 worker, 4 clients: {parallel:.0f} req/s",
+                f"{two_workers / parallel:.1f}x"),
         ],
     }
+
+
+@contextmanager
+def _server(store: Path, uri: str, workers: int) -> Iterator[tuple[str, float]]:
+    """``tabreg serve`` on a free port in its own process: (its URL, seconds to healthy)."""
+    port = _free_port()
+    with open(store / f"server-{workers}.log", "w") as log:
+        began = time.perf_counter()
+        server = subprocess.Popen([PY, "-m", "tabreg", "--params", str(ROOT / "params.yaml"),
+                                   "-q", "serve", "--port", str(port), "--refresh", "0",
+                                   "--workers", str(workers)],
+                                  cwd=store, env=clean_env(MLFLOW_TRACKING_URI=uri), stdout=log,
+                                  stderr=subprocess.STDOUT)
+        url = f"http://127.0.0.1:{port}"
+        try:
+            _wait_healthy(server, url, Path(log.name))
+            yield url, time.perf_counter() - began
+        finally:
+            server.terminate()
+            server.wait(timeout=30)
 
 
 def _wait_healthy(server: subprocess.Popen, url: str, log: Path, limit: float = 180) -> None:

@@ -49,6 +49,8 @@ def _parser() -> argparse.ArgumentParser:
                        help="seconds between checks of the champion alias (0: never)")
     serve.add_argument("--threads", type=int, default=1,
                        help="BLAS/OpenMP threads per prediction (0: no cap)")
+    serve.add_argument("--workers", type=int, default=None,
+                       help="server processes (default: serve.workers)")
     sub.add_parser("config", help="print the resolved configuration (overrides applied)")
     sub.add_parser("tracking-uri", help="print the MLflow tracking URI the pipeline uses")
     check = sub.add_parser("check-file", help="check one CSV against the schema and a contract")
@@ -146,7 +148,7 @@ def run(argv: list[str] | None = None) -> int:
 
                 serving.serve(config, root, host=args.host, port=args.port,
                               version=args.version, refresh=args.refresh,
-                              threads=args.threads or None)
+                              threads=args.threads or None, workers=args.workers)
                 return 0
             elif args.command == "new-batch":
                 result = _new_batch(config, root, args.rows, args.seed, args.drift,

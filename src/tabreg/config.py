@@ -297,6 +297,7 @@ class ServeConfig(_Frozen):
 
     host: str = "127.0.0.1"
     port: int = Field(default=5001, ge=1, le=65535)
+    workers: int = Field(default=1, ge=1, description="server processes behind the port")
     chunk_rows: int = Field(default=100_000, ge=1, description="batch scoring chunk size")
 
 

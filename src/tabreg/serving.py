@@ -15,6 +15,10 @@ A new champion is picked up without a restart: a background thread asks the regi
 ``refresh`` seconds which version holds the alias, loads a new one beside the old, and swaps
 it in once it loads; requests never wait for it, and while the registry cannot be reached the
 current model keeps serving. Pinning a version (``--version``) turns this off.
+
+One process scores one request at a time (the scikit-learn pipeline holds the GIL), so
+``serve.workers`` (``--workers``) runs that many worker processes behind the one port, each
+with its own copy of the model that follows the champion on its own.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import os
 import threading
 import time
 from collections.abc import Callable
@@ -155,6 +160,7 @@ class Served:
     spec: InputSpec
     ref: ModelRef
     loaded_at: float
+    threads: int | None = None  # BLAS/OpenMP threads per prediction (None: no cap)
 
 
 class ModelSlot:
@@ -219,12 +225,8 @@ def registry_slot(config: Config, root: Path, *, version: str | None = None,
 
     def load(found: Any) -> Served:
         model, ref = scoring.load_registered(name, found, alias)
-        if threads:  # after the load: the model's own libraries (torch) are in place now
-            from threadpoolctl import threadpool_limits
-
-            threadpool_limits(threads)
         spec = scoring.spec_for(model, config.schema, config.data.id_column)
-        return Served(model, spec, ref, time.time())
+        return Served(model, spec, ref, time.time(), threads)
 
     return ModelSlot(lambda: scoring.find_version(client, name, version), load,
                      refresh if version is None else None)
@@ -241,10 +243,26 @@ def _error(status: int, code: str, message: str, problems: list[Problem] | None 
     return JSONResponse(body, status_code=status)
 
 
+_capped = threading.local()
+
+
+def _cap_threads(threads: int | None) -> None:
+    """Cap the BLAS/OpenMP threads of the calling thread, once per thread. OpenMP's limit is
+    a per-thread setting: capped only in the thread that loaded the model, the request
+    threads' predictions (gradient boosting's) still ran on every core, for about a third
+    more CPU per request and no gain in latency, taking a core from the other workers."""
+    if threads and getattr(_capped, "threads", None) != threads:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(threads)
+        _capped.threads = threads
+
+
 def score_body(served: Served, body: bytes, content_type: str) -> dict[str, Any]:
     """Parse, check and score one request body (the work of ``/invocations``)."""
     from tabreg import scoring
 
+    _cap_threads(served.threads)
     frame = frame_from_body(body, content_type, served.spec)
     checked = scoring.check_frame(frame, served.spec, where="input")
     predictions = scoring.predict(served.model, checked.features)
@@ -315,21 +333,92 @@ def _check_port(host: str, port: int) -> None:
                               "uses it or choose another port (serve.port, PORT=...)") from None
 
 
+#: How :func:`serve` hands its arguments to worker processes (uvicorn starts them with
+#: ``spawn``, so they inherit the environment and nothing else).
+WORKER_ENV = "TABREG_SERVE_WORKER"
+
+
 def serve(config: Config, root: Path, *, host: str | None = None, port: int | None = None,
-          version: str | None = None, refresh: float = 10.0, threads: int | None = 1) -> None:
-    """Serve the champion (or ``version``) until interrupted."""
+          version: str | None = None, refresh: float = 10.0, threads: int | None = 1,
+          workers: int | None = None) -> None:
+    """Serve the champion (or ``version``) until interrupted, in ``workers`` processes
+    (default ``serve.workers``)."""
     import uvicorn
 
     host, port = host or config.serve.host, port or config.serve.port
+    workers = config.serve.workers if workers is None else workers
+    if workers < 1:
+        raise TabregError(f"the number of server workers must be at least 1, got {workers}")
     _check_port(host, port)
+    if workers > 1:
+        _serve_workers(config, root, host, port, version, refresh, threads, workers)
+        return
     slot = registry_slot(config, root, version=version, refresh=refresh or None,
                          threads=threads)
     ref = slot.served.ref
-    follow = (f"follows @{ref.alias}, checked every {refresh:g} s" if ref.alias and refresh
-              else "not re-checked: restart to change it")
-    log.info("serving %s version %s (%s) on http://%s:%d", ref.name, ref.version, follow,
-                host, port)
+    _log_serving(ref.name, ref.version, ref.alias, refresh, f"http://{host}:{port}")
     uvicorn.run(create_app(slot), host=host, port=port, log_level="warning", access_log=False)
+
+
+def _log_serving(name: str, version: str, alias: str | None, refresh: float, url: str,
+                 workers: int = 1) -> None:
+    follow = (f"follows @{alias}, checked every {refresh:g} s" if alias and refresh
+              else "not re-checked: restart to change it")
+    log.info("serving %s version %s (%s) on %s%s", name, version, follow, url,
+             f" with {workers} worker processes" if workers > 1 else "")
+
+
+def _serve_workers(config: Config, root: Path, host: str, port: int, version: str | None,
+                   refresh: float, threads: int | None, workers: int) -> None:
+    """Several worker processes behind one port. The version is resolved here first, so that
+    a missing champion fails once, clearly, rather than in every worker; a worker that still
+    cannot load the model records why and stops the others (uvicorn's startup-failure exit)."""
+    import tempfile
+
+    import uvicorn
+
+    from tabreg import scoring
+    from tabreg.registry import CHAMPION
+
+    name = config.registry.model_name
+    found = scoring.find_version(scoring.open_store(config, root), name, version)
+    _log_serving(name, str(found.version), CHAMPION if version is None else None, refresh,
+                 f"http://{host}:{port}", workers)
+    with tempfile.TemporaryDirectory(prefix="tabreg-serve-") as tmp:
+        failure = Path(tmp) / "worker-failure.txt"
+        os.environ[WORKER_ENV] = json.dumps({
+            "config": config.model_dump(mode="json", by_alias=True),
+            "root": str(Path(root).resolve()), "version": version, "refresh": refresh,
+            "threads": threads, "failure": str(failure)})
+        try:
+            # A worker busy loading its model answers the supervisor's pings late on a loaded
+            # machine: give it longer than the default 5 s before it counts as hung.
+            uvicorn.run("tabreg.serving:worker_app", factory=True, workers=workers, host=host,
+                        port=port, log_level="warning", access_log=False,
+                        timeout_worker_healthcheck=30)
+        finally:
+            os.environ.pop(WORKER_ENV, None)
+        if failure.exists():
+            raise TabregError(f"a serving worker could not start: {failure.read_text()}")
+
+
+def worker_app() -> Any:
+    """The app of one worker process of :func:`serve` (uvicorn calls this factory in each)."""
+    from uvicorn.config import STARTUP_FAILURE
+
+    from tabreg.config import Config
+
+    args = json.loads(os.environ[WORKER_ENV])
+    try:
+        slot = registry_slot(Config.model_validate(args["config"]), Path(args["root"]),
+                             version=args["version"], refresh=args["refresh"] or None,
+                             threads=args["threads"])
+    except Exception as exc:  # noqa: BLE001 - reported by the parent, which then exits non-zero
+        Path(args["failure"]).write_text(f"{type(exc).__name__}: {exc}", encoding="utf-8")
+        # At once: an orderly exit would wait on MLflow's threads while the supervisor's
+        # health pings go unanswered, and the supervisor would wait out its timeout.
+        os._exit(STARTUP_FAILURE)
+    return create_app(slot)
 
 
 def wait_until_healthy(url: str, process: Any, timeout: float) -> bool:

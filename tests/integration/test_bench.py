@@ -33,6 +33,7 @@ def test_quick_bench_runs_every_section(tmp_path):
     assert sections["tuning"]["trials"].get("COMPLETE", 0) >= 1
     assert sections["serving"]["one_row"]["p50_ms"] > 0
     assert sections["serving"]["hundred_rows"]["requests_per_s"] > 0
+    assert sections["serving"]["one_row"]["requests_per_s_4_clients_2_workers"] > 0
     sizes = sections["scale"]["sizes"]
     assert set(sizes) == {"2000", "6000"}
     assert all(step["seconds"] >= 0 and step["peak_rss_mib"] > 0

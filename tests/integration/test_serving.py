@@ -239,3 +239,53 @@ def test_a_new_champion_is_picked_up_without_a_restart(server, store, rows):
     body = server.post(payloads(rows.head(20))["dataframe_split"]).json()
     assert body["model"]["version"] == version
     np.testing.assert_allclose(body["predictions"], pipeline.predict(rows.head(20)), rtol=1e-12)
+
+
+def _serve(store_uri: str, port: int, log: Path, *extra: str) -> subprocess.Popen:
+    with open(log, "w") as out:
+        return subprocess.Popen(
+            [sys.executable, "-m", "tabreg", "--params", str(ROOT / "params.yaml"), "serve",
+             "--port", str(port), "--refresh", "0", *extra],
+            cwd=log.parent, env={**os.environ, "MLFLOW_TRACKING_URI": store_uri}, stdout=out,
+            stderr=subprocess.STDOUT)
+
+
+def test_several_workers_serve_the_champion_behind_one_port(store, rows, tmp_path):
+    import httpx
+    import psutil
+
+    port = free_port()
+    process = _serve(store.uri, port, tmp_path / "server.log", "--workers", "2")
+    try:
+        url = f"http://127.0.0.1:{port}"
+        assert wait_until_healthy(url, process, 120), (tmp_path / "server.log").read_text()
+        workers = [c for c in psutil.Process(process.pid).children()
+                   if "multiprocessing" in " ".join(c.cmdline())]
+        assert len(workers) >= 2, [c.cmdline() for c in workers]
+        frame = rows.head(50)
+        for _ in range(4):  # new connections: whichever worker takes them answers the same
+            answer = httpx.post(f"{url}/invocations", json=payloads(frame)["dataframe_split"],
+                                timeout=30)
+            assert answer.status_code == 200, answer.text
+            np.testing.assert_allclose(answer.json()["predictions"],
+                                       champion_predictions(store, frame), rtol=1e-12)
+        assert httpx.post(f"{url}/invocations", json={"dataframe_split": {}},
+                          timeout=30).status_code == 400
+    finally:
+        process.terminate()
+        process.wait(timeout=30)
+
+
+def test_workers_that_cannot_load_the_model_stop_the_server_with_an_error(tmp_path):
+    import shutil
+
+    with isolated_mlflow():
+        broken = make_store(tmp_path / "store")
+    shutil.rmtree(tmp_path / "store" / "artifacts")  # registered, but nothing to load
+    process = _serve(broken.uri, free_port(), tmp_path / "server.log", "--workers", "2")
+    assert process.wait(timeout=120) != 0
+    out = (tmp_path / "server.log").read_text()
+    assert "a serving worker could not start" in out, out[-3000:]
+    nothing = _serve(broken.uri, free_port(), tmp_path / "zero.log", "--workers", "0")
+    assert nothing.wait(timeout=60) != 0
+    assert "at least 1, got 0" in (tmp_path / "zero.log").read_text()
