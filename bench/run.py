@@ -37,9 +37,16 @@ sys.path.insert(0, str(HERE))
 
 from measure import machine, run_times  # noqa: E402
 
+from tabreg.config import ENV_OVERRIDES  # noqa: E402
+
 PY = sys.executable
-#: Variables that would point a benchmark's throwaway project at the user's data or stores.
-PER_MACHINE = ("DATA_SOURCE", "MLFLOW_TRACKING_URI", "OPTUNA_STORAGE")
+#: Variables that would point a benchmark's throwaway project at the user's data or stores:
+#: those that override params.yaml.
+PER_MACHINE = tuple(ENV_OVERRIDES)
+#: The real archive: ``DATA_SOURCE`` as given when the bench starts (``main`` then removes it
+#: from the environment, so that no throwaway project reads it by accident).
+REAL_ARCHIVE = Path(os.environ.get("DATA_SOURCE", "").removeprefix("file://") or
+                    ROOT.parent / "shared/datasets/housing.tgz")
 #: Set for this process and its children unless already set.
 ENVIRONMENT = {"GX_ANALYTICS_ENABLED": "false", "DVC_NO_ANALYTICS": "1",
                "PREFECT_SERVER_ANALYTICS_ENABLED": "false"}
@@ -124,8 +131,7 @@ def _project(work: Path) -> tuple[Path, str]:
             shutil.copy2(src, dst)
     (root / "data/landing").mkdir(parents=True)
     params = yaml.safe_load((ROOT / "params.yaml").read_text())
-    real = Path(os.environ.get("DATA_SOURCE", "").removeprefix("file://") or
-                ROOT.parent / "shared/datasets/housing.tgz")
+    real = REAL_ARCHIVE
     if real.is_file():
         params["data"]["source"], what = str(real.resolve()), "the real data (20,640 rows)"
     else:
@@ -139,6 +145,8 @@ def _project(work: Path) -> tuple[Path, str]:
 
 
 def pipeline(plan: Plan, work: Path) -> dict:
+    from tabreg.tuning import FINISHED
+
     if plan.quick:
         return {"skipped": "full mode only: it runs the training flow on a throwaway project"}
     root, data = _project(work)
@@ -167,7 +175,7 @@ def pipeline(plan: Plan, work: Path) -> dict:
     trials = json.loads((root / "reports/tuning/trials.json").read_text())
     tuned = json.loads((root / "models/tuning.json").read_text())
     curve = best_curve(trials)
-    finished = sum(t["state"] in ("COMPLETE", "PRUNED", "FAIL") for t in trials)
+    finished = sum(t["state"] in FINISHED for t in trials)
     return {
         "tuning": {"seconds": tuned["seconds"], "trials": tuned["trials"], "best_curve": curve,
                    "best": tuned["best"]["family"], "best_cv_rmse": tuned["best_cv_rmse"]},
@@ -427,6 +435,7 @@ def serving(plan: Plan, work: Path) -> dict:
     uri = _register(config, store, plan.serve_rows, 20 if plan.quick else 200)
     frame = synthetic.generate(200, seed=9)[list(config.schema.features)]
     one, hundred = frame.head(1), frame.head(100)
+    body1 = _payload(one)
     n1, n100 = plan.serve_requests
     with _server(store, uri, workers=1) as (url, startup):
         with httpx.Client(base_url=url, timeout=60) as http:
@@ -444,11 +453,11 @@ def serving(plan: Plan, work: Path) -> dict:
                                            f"{answer.text[:300]}")
                 return out
 
-            lat1, lat100 = timed(_payload(one), n1), timed(_payload(hundred), n100)
-        parallel = _concurrent_rps(url, _payload(one), n1, clients=4)
+            lat1, lat100 = timed(body1, n1), timed(_payload(hundred), n100)
+        parallel = _concurrent_rps(url, body1, n1, clients=4)
     with _server(store, uri, workers=2) as (url, _):
-        _concurrent_rps(url, _payload(one), 20, clients=4)  # every worker warmed up
-        two_workers = _concurrent_rps(url, _payload(one), n1, clients=4)
+        _concurrent_rps(url, body1, 20, clients=4)  # every worker warmed up
+        two_workers = _concurrent_rps(url, body1, n1, clients=4)
     model = mlflow.pyfunc.load_model(f"models:/{config.registry.model_name}@champion")
     with threadpool_limits(1):  # as the server predicts
         ref1 = _in_process(model, one, n1)
@@ -492,6 +501,8 @@ def serving(plan: Plan, work: Path) -> dict:
 @contextmanager
 def _server(store: Path, uri: str, workers: int) -> Iterator[tuple[str, float]]:
     """``tabreg serve`` on a free port in its own process: (its URL, seconds to healthy)."""
+    from tabreg.serving import wait_until_healthy
+
     port = _free_port()
     with open(store / f"server-{workers}.log", "w") as log:
         began = time.perf_counter()
@@ -502,18 +513,13 @@ def _server(store: Path, uri: str, workers: int) -> Iterator[tuple[str, float]]:
                                   stderr=subprocess.STDOUT)
         url = f"http://127.0.0.1:{port}"
         try:
-            _wait_healthy(server, url, Path(log.name))
+            if not wait_until_healthy(url, server, 180):
+                raise RuntimeError("the server did not start:\n"
+                                   f"{Path(log.name).read_text()[-2000:]}")
             yield url, time.perf_counter() - began
         finally:
             server.terminate()
             server.wait(timeout=30)
-
-
-def _wait_healthy(server: subprocess.Popen, url: str, log: Path, limit: float = 180) -> None:
-    from tabreg.serving import wait_until_healthy
-
-    if not wait_until_healthy(url, server, limit):
-        raise RuntimeError(f"the server did not start:\n{log.read_text()[-2000:]}")
 
 
 def _concurrent_rps(url: str, body: bytes, n: int, clients: int) -> float:
@@ -545,12 +551,11 @@ def _in_process(model, frame, n: int) -> float:
 
 # --- scale ----------------------------------------------------------------------------------
 
-SCALE_STEPS = ("generate", "write_csv", "ingest", "validate", "split", "features", "train",
-               "score")
 
 
 #: The project's own steps in the scale runs (generate and write_csv only make the input).
 PIPELINE_STEPS = ("ingest", "validate", "split", "features", "train", "score")
+SCALE_STEPS = ("generate", "write_csv", *PIPELINE_STEPS)
 #: "Cost linear in rows": each step's seconds per row at the largest size may be at most this
 #: many times its seconds per row at the size before (fixed costs make it lower; noise and
 #: cache effects a little higher).
@@ -566,7 +571,8 @@ def _growth_rows(sizes: dict[str, dict]) -> list[dict]:
     peak_step = max(PIPELINE_STEPS, key=lambda n: sizes[large][n]["peak_rss_mib"])
     peak = sizes[large][peak_step]["peak_rss_mib"]
     memory = row(f"scale: peak RSS at {int(large):,} rows (largest step: {peak_step})",
-                 f"{peak:,.0f} MiB", "", "", "< 8 GiB", peak < MEMORY_BOUND_MIB)
+                 f"{peak:,.0f} MiB", "", "", f"< {MEMORY_BOUND_MIB // 1024} GiB",
+                 peak < MEMORY_BOUND_MIB)
     if len(names) < 2:
         return [memory]
     before = names[-2]

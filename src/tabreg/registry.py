@@ -79,6 +79,16 @@ def client(config: Config, root: Path) -> Any:
     return MlflowClient()
 
 
+def get_version(mlflow_client: Any, name: str, version: str) -> Any | None:
+    """Version ``version`` of ``name``, or None when the registry has no such version."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return mlflow_client.get_model_version(name, str(version))
+    except MlflowException:
+        return None
+
+
 def alias_version(mlflow_client: Any, name: str, alias: str) -> Any | None:
     """The version holding ``alias``, or None when the model or the alias does not exist."""
     from mlflow.exceptions import MlflowException
@@ -171,14 +181,10 @@ def rollback(mlflow_client: Any, name: str) -> tuple[str, str]:
     if not previous:
         raise RegistryError(f"{name} version {current.version} is the first champion: there is "
                             "no previous champion to roll back to")
-    from mlflow.exceptions import MlflowException
-
-    try:
-        target = mlflow_client.get_model_version(name, previous)
-    except MlflowException:
+    target = get_version(mlflow_client, name, previous)
+    if target is None:
         raise RegistryError(f"the previous champion, {name} version {previous}, no longer "
-                            "exists; champion left at version "
-                            f"{current.version}") from None
+                            f"exists; champion left at version {current.version}")
     load_version(name, target, "previous champion")
     mlflow_client.set_registered_model_alias(name, CHAMPION, target.version)
     return str(current.version), str(target.version)

@@ -38,7 +38,7 @@ import numpy as np
 import pandas as pd
 
 from tabreg.config import BATCH, ROW_ID, Config, SchemaConfig
-from tabreg.errors import SchemaError, TabregError
+from tabreg.errors import ConfigError, SchemaError, TabregError
 
 log = logging.getLogger(__name__)
 
@@ -386,6 +386,8 @@ def table_kind(path: Path) -> str:
 
 
 def read_header(path: Path) -> list[str]:
+    from tabreg.data.ingest import csv_header
+
     if table_kind(path) == "parquet":
         import pyarrow.parquet as pq
 
@@ -393,12 +395,7 @@ def read_header(path: Path) -> list[str]:
             return list(pq.read_schema(path).names)
         except Exception as exc:  # noqa: BLE001 - pyarrow raises several kinds for a bad file
             raise SchemaError(f"{path}: not a readable Parquet file ({exc})") from None
-    try:
-        return [str(c) for c in pd.read_csv(path, nrows=0).columns]
-    except pd.errors.EmptyDataError:
-        raise SchemaError(f"{path}: file is empty (no header, no rows)") from None
-    except (pd.errors.ParserError, UnicodeDecodeError) as exc:
-        raise SchemaError(f"{path}: not a readable CSV file ({exc})") from None
+    return csv_header(path, str(path))
 
 
 def count_rows(path: Path) -> int | None:
@@ -419,15 +416,15 @@ def count_rows(path: Path) -> int | None:
 
 def iter_chunks(path: Path, chunk_rows: int, text_columns: Sequence[str] = ()
                 ) -> Iterator[pd.DataFrame]:
-    """The file's rows, ``chunk_rows`` at a time; ``text_columns`` are read as text."""
+    """The file's rows, ``chunk_rows`` at a time; ``text_columns`` (all in the file's header)
+    are read as text."""
     if table_kind(path) == "parquet":
         import pyarrow.parquet as pq
 
         for batch in pq.ParquetFile(path).iter_batches(batch_size=chunk_rows):
             yield batch.to_pandas()
         return
-    header = set(read_header(path))
-    dtypes = {c: "str" for c in text_columns if c in header}
+    dtypes = dict.fromkeys(text_columns, "str")
     try:
         with pd.read_csv(path, chunksize=chunk_rows, dtype=dtypes) as reader:
             yield from reader
@@ -458,6 +455,14 @@ def _writer(kind: str, path: Path) -> Iterator[Callable[[pd.DataFrame], None]]:
         pd.DataFrame(columns=[ROW_ID, PREDICTION, FLAGS]).to_csv(path, index=False)
 
 
+def _check_paths(source: Path, dest: Path) -> tuple[str, str]:
+    """The kinds of ``source`` and ``dest`` (from their names); ``source`` must exist."""
+    kinds = table_kind(source), table_kind(dest)
+    if not source.is_file():
+        raise SchemaError(f"{source}: file not found")
+    return kinds
+
+
 def score_file(model: Any, spec: InputSpec, source: Path, dest: Path, *, schema: SchemaConfig,
                id_column: str | None = None, chunk_rows: int = 100_000,
                progress: bool = False) -> dict[str, Any]:
@@ -473,20 +478,20 @@ def score_file(model: Any, spec: InputSpec, source: Path, dest: Path, *, schema:
     from tabreg.io import atomic_path
 
     source, dest = Path(source), Path(dest)
-    kind, out_kind = table_kind(source), table_kind(dest)
-    if not source.is_file():
-        raise SchemaError(f"{source}: file not found")
+    kind, out_kind = _check_paths(source, dest)
     if dest.exists() and dest.resolve() == source.resolve():
         raise TabregError(f"{dest}: the output would overwrite the input")
     where, label = str(source), (csv_line if kind == "csv" else row_label)
-    check_columns(read_header(source), spec, where)
+    header = read_header(source)
+    check_columns(header, spec, where)
+    text = [c for c in (*spec.categorical, ROW_ID) if c in header]
     started, rows = time.perf_counter(), 0
     counts: dict[str, int] = {}
     flagged = 0
     with atomic_path(dest) as tmp, _writer(out_kind, tmp) as write, tqdm(
-            total=count_rows(source), unit=" rows", unit_scale=True, desc=source.name,
-            file=sys.stderr, disable=None if progress else True) as bar:
-        for chunk in iter_chunks(source, chunk_rows, (*spec.categorical, ROW_ID)):
+            total=count_rows(source) if progress else None, unit=" rows", unit_scale=True,
+            desc=source.name, file=sys.stderr, disable=None if progress else True) as bar:
+        for chunk in iter_chunks(source, chunk_rows, text):
             if chunk.empty:
                 continue
             out, found = score_frame(model, chunk, spec, schema, id_column=id_column,
@@ -515,7 +520,6 @@ class ModelRef:
     version: str
     alias: str | None
     run_id: str | None
-    source: str | None
 
     def to_dict(self) -> dict[str, Any]:
         return {"name": self.name, "version": self.version, "alias": self.alias,
@@ -524,31 +528,19 @@ class ModelRef:
 
 def open_store(config: Config, root: Path) -> Any:
     """An MlflowClient on the pipeline's tracking store, without creating anything in it."""
-    import urllib.parse
-    import urllib.request
-
     import mlflow
     from mlflow import MlflowClient
 
     from tabreg import tracking
-    from tabreg.registry import RegistryError
 
-    uri = tracking.tracking_uri(config, root.resolve())
-    tracking.check_reachable(uri)
-    parsed = urllib.parse.urlparse(uri)
-    if parsed.scheme == "sqlite" and not Path(urllib.request.url2pathname(parsed.path)).exists():
-        raise RegistryError(f"no MLflow store at {uri}: train and register a model first "
-                            "(`make run`), or set MLFLOW_TRACKING_URI")
-    mlflow.set_tracking_uri(uri)  # where load_version resolves models:/ URIs
-    mlflow.set_registry_uri(uri)
+    uri = tracking.connect(config, root, must_exist=True)
+    mlflow.set_registry_uri(uri)  # where load_version resolves models:/ URIs
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
 def find_version(mlflow_client: Any, name: str, version: str | None = None) -> Any:
     """The registered version to use: ``version``, or the one holding ``champion``."""
-    from mlflow.exceptions import MlflowException
-
-    from tabreg.registry import CHAMPION, RegistryError, alias_version
+    from tabreg.registry import CHAMPION, RegistryError, alias_version, get_version
 
     if version is None:
         found = alias_version(mlflow_client, name, CHAMPION)
@@ -556,10 +548,10 @@ def find_version(mlflow_client: Any, name: str, version: str | None = None) -> A
             raise RegistryError(f"{name} has no {CHAMPION}: run `make run` (it registers and "
                                 "gates a model), or name a version (VERSION=<n>)")
         return found
-    try:
-        return mlflow_client.get_model_version(name, str(version))
-    except MlflowException:
-        raise RegistryError(f"{name} has no version {version!r}") from None
+    found = get_version(mlflow_client, name, version)
+    if found is None:
+        raise RegistryError(f"{name} has no version {version!r}")
+    return found
 
 
 def load_registered(name: str, version: Any, alias: str | None) -> tuple[Any, ModelRef]:
@@ -568,20 +560,17 @@ def load_registered(name: str, version: Any, alias: str | None) -> tuple[Any, Mo
     from tabreg.registry import load_version
 
     model = load_version(name, version, alias or f"version {version.version}")
-    return model, ModelRef(name, str(version.version), alias, version.run_id, version.source)
+    return model, ModelRef(name, str(version.version), alias, version.run_id)
 
 
 def predict_file(config: Config, root: Path, source: Path, dest: Path, *,
                  version: str | None = None, chunk_rows: int | None = None,
                  progress: bool = False) -> dict[str, Any]:
     """``python -m tabreg predict``: score a file with the champion (or ``version``)."""
-    from tabreg.errors import ConfigError
     from tabreg.registry import CHAMPION
 
     source, dest = Path(source), Path(dest)
-    table_kind(source), table_kind(dest)  # before anything slow: the file types and the input
-    if not source.is_file():
-        raise SchemaError(f"{source}: file not found")
+    _check_paths(source, dest)  # before anything slow
     if chunk_rows is not None and chunk_rows < 1:
         raise ConfigError(f"--chunk-rows must be at least 1, got {chunk_rows}")
     name = config.registry.model_name

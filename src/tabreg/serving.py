@@ -36,9 +36,10 @@ from typing import Any
 
 import pandas as pd
 
+from tabreg import scoring
 from tabreg.config import Config
 from tabreg.errors import TabregError
-from tabreg.scoring import InputError, InputSpec, ModelRef, Problem
+from tabreg.scoring import SAMPLE, InputError, InputSpec, ModelRef, Problem
 
 log = logging.getLogger(__name__)
 
@@ -74,8 +75,8 @@ def _records(rows: list[Any], spec: InputSpec, key: str) -> pd.DataFrame:
     # A field absent from every row is a missing column, which the column check reports.
     partly = {name: where for name, where in absent.items() if len(where) < len(rows)}
     if partly:
-        raise InputError([Problem(name, "field absent", tuple(where[:5]),
-                                  ("absent",) * len(where[:5]), len(where))
+        raise InputError([Problem(name, "field absent", tuple(where[:SAMPLE]),
+                                  ("absent",) * len(where[:SAMPLE]), len(where))
                           for name, where in partly.items()], key)
     return pd.DataFrame.from_records(rows)
 
@@ -216,7 +217,6 @@ def registry_slot(config: Config, root: Path, *, version: str | None = None,
                   refresh: float | None = 10.0, threads: int | None = 1) -> ModelSlot:
     """A slot serving the champion (re-checked every ``refresh`` seconds), or a pinned
     ``version``. ``threads`` caps the BLAS/OpenMP threads of a prediction (None: no cap)."""
-    from tabreg import scoring
     from tabreg.registry import CHAMPION
 
     name = config.registry.model_name
@@ -260,7 +260,6 @@ def _cap_threads(threads: int | None) -> None:
 
 def score_body(served: Served, body: bytes, content_type: str) -> dict[str, Any]:
     """Parse, check and score one request body (the work of ``/invocations``)."""
-    from tabreg import scoring
 
     _cap_threads(served.threads)
     frame = frame_from_body(body, content_type, served.spec)
@@ -377,7 +376,6 @@ def _serve_workers(config: Config, root: Path, host: str, port: int, version: st
 
     import uvicorn
 
-    from tabreg import scoring
     from tabreg.registry import CHAMPION
 
     name = config.registry.model_name

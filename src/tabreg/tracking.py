@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from tabreg.config import Config
-from tabreg.errors import ConfigError
+from tabreg.errors import ConfigError, TabregError
 
 ARTIFACTS_DIR = "mlartifacts"
 
@@ -28,8 +28,9 @@ def tracking_uri(config: Config, root: Path) -> str:
     return f"sqlite:///{(root / 'mlflow.db').resolve()}"
 
 
-def check_reachable(uri: str, timeout: float = 5.0) -> None:
-    """Fail fast, naming the URI, when the tracking store cannot be reached."""
+def check_reachable(uri: str, timeout: float = 5.0, *, must_exist: bool = False) -> None:
+    """Fail fast, naming the URI, when the tracking store cannot be reached (``must_exist``:
+    nor when a local store has not been created yet, for readers of an existing registry)."""
     parsed = urllib.parse.urlparse(uri)
     hint = "set tracking.uri in params.yaml or MLFLOW_TRACKING_URI"
     if parsed.scheme in ("http", "https"):
@@ -43,19 +44,30 @@ def check_reachable(uri: str, timeout: float = 5.0) -> None:
             raise ConfigError(f"MLflow tracking server {uri} cannot be reached ({reason}); "
                               f"start it or {hint}") from None
     elif parsed.scheme == "sqlite":
-        folder = Path(urllib.request.url2pathname(parsed.path)).parent
-        if not folder.is_dir():
-            raise ConfigError(f"MLflow tracking store {uri}: folder {folder} does not exist; "
-                              f"{hint}")
+        store = Path(urllib.request.url2pathname(parsed.path))
+        if not store.parent.is_dir():
+            raise ConfigError(f"MLflow tracking store {uri}: folder {store.parent} does not "
+                              f"exist; {hint}")
+        if must_exist and not store.exists():  # not a configuration error: nothing trained yet
+            raise TabregError(f"no MLflow store at {uri}: train and register a model first "
+                              "(`make run`), or set MLFLOW_TRACKING_URI")
+
+
+def connect(config: Config, root: Path, *, must_exist: bool = False) -> str:
+    """Point MLflow at the configured store, checked reachable first; return its URI."""
+    import mlflow
+
+    uri = tracking_uri(config, root)
+    check_reachable(uri, must_exist=must_exist)
+    mlflow.set_tracking_uri(uri)
+    return uri
 
 
 def start(config: Config, root: Path) -> str:
     """Point MLflow at the configured store and experiment; return the experiment id."""
     import mlflow
 
-    uri = tracking_uri(config, root)
-    check_reachable(uri)
-    mlflow.set_tracking_uri(uri)
+    uri = connect(config, root)
     name = config.tracking.experiment
     experiment = mlflow.get_experiment_by_name(name)
     if experiment is None:

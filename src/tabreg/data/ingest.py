@@ -36,7 +36,8 @@ class BatchInfo:
     rows_already_present: int
 
 
-def _header(path: Path, name: str) -> list[str]:
+def csv_header(path: Path, name: str) -> list[str]:
+    """The column names of a CSV file; ``name`` is how errors refer to it."""
     try:
         return list(pd.read_csv(path, nrows=0).columns)
     except pd.errors.EmptyDataError:
@@ -88,7 +89,7 @@ def _non_numeric(text: pd.DataFrame, columns: Iterable[str]) -> list[str]:
 def read_csv(path: Path, schema: SchemaConfig, name: str | None = None) -> pd.DataFrame:
     """Read one CSV file into the schema's columns and types, or say precisely what is wrong."""
     name = name or path.name
-    _check_header(_header(path, name), schema, name)
+    _check_header(csv_header(path, name), schema, name)
     dtypes = {c: "float64" for c in schema.numeric} | {c: "str" for c in schema.categorical}
     dtypes[schema.target] = "float64"
     try:
