@@ -13,6 +13,14 @@ PARAMS ?= params.yaml
 PROFILE ?= default
 UI_PORT ?= 5000
 
+# A relative DATA_SOURCE means the file relative to where make was called, in every process.
+ifneq ($(strip $(DATA_SOURCE)),)
+ifeq ($(findstring ://,$(DATA_SOURCE)),)
+override DATA_SOURCE := $(abspath $(DATA_SOURCE))
+export DATA_SOURCE
+endif
+endif
+
 # Local, embedded defaults; anything already set in the environment wins.
 export PATH := $(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
@@ -28,6 +36,7 @@ TAB := python -m tabreg --params $(PARAMS)
 
 .PHONY: help setup profile run repro ingest validate split features tune train evaluate ui \
 	check-file generate test test-fast lint clean distclean register promote rollback status \
+	tune-worker \
 	retrain schedule prefect-server new-batch
 
 help: ## list the targets
@@ -70,6 +79,10 @@ features: $(STAMP) ## DVC stage features: fit the feature pipeline on train, rep
 
 tune: $(STAMP) profile ## DVC stage tune: the Optuna study (resumes an interrupted one)
 	dvc repro tune
+
+tune-worker: $(STAMP) ## join a running study as one more worker: make tune-worker STUDY=<name>
+	@test -n "$(STUDY)" || { echo "usage: make tune-worker STUDY=<name> (tune prints the name)" >&2; exit 2; }
+	$(TAB) tune-worker --study "$(STUDY)"
 
 train: $(STAMP) profile ## DVC stage train: refit the best configuration, log the model
 	dvc repro train
@@ -138,5 +151,17 @@ predict: $(STAMP) ## score a file: make predict INPUT=in.csv OUTPUT=out.parquet 
 	@test -n "$(INPUT)" -a -n "$(OUTPUT)" || { echo "usage: make predict INPUT=in.csv|.parquet OUTPUT=out.csv|.parquet [VERSION=n]" >&2; exit 2; }
 	$(TAB) predict "$(INPUT)" "$(OUTPUT)" $(if $(VERSION),--version $(VERSION))
 
-bench: $(STAMP) ## benchmarks -> bench/results.json (about 10 min); BENCH=quick: small sizes
-	python bench/run.py $(if $(filter quick,$(BENCH)),--quick)
+bench: $(STAMP) ## benchmarks -> bench/results.json (about 15 min); BENCH=quick: small sizes; BENCH=quality: real-data RMSE, idle and busy (40 min)
+	python bench/run.py $(if $(filter quick,$(BENCH)),--quick) $(if $(filter quality,$(BENCH)),--only quality)
+
+# --- the shared stack on this machine (PostgreSQL, MLflow and Prefect servers, workers) --------
+.PHONY: services services-stop services-status
+
+services: $(STAMP) ## start PostgreSQL, MLflow + Prefect servers, workers, DVC remote; prints the exports
+	@$(TAB) services start
+
+services-stop: $(STAMP) ## stop what `make services` started (says so when nothing runs)
+	@$(TAB) services stop
+
+services-status: $(STAMP) ## which services run, their pids, ports, logs and URLs
+	@$(TAB) services status

@@ -35,6 +35,8 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
 sys.path.insert(0, str(HERE))
 
+import busy  # noqa: E402
+import quality as quality_runs  # noqa: E402
 from measure import machine, run_times  # noqa: E402
 
 from tabreg.config import ENV_OVERRIDES  # noqa: E402
@@ -317,10 +319,11 @@ def tuning(plan: Plan, work: Path) -> dict:
     from tabreg import tuning as tune
     from tabreg.config import parse_config
     from tabreg.data import synthetic
+    from tabreg.io import write_table
 
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     raw["tune"].update(n_trials=plan.tune_trials, timeout=plan.tune_timeout,
-                       storage=f"sqlite:///{work / 'optuna.db'}", blend=False)
+                       storage=f"journal:{work / 'optuna.journal'}", blend=False)
     if plan.quick:
         raw["tune"].update(cv_folds=2, space=_QUICK_SPACE)
         raw["train"]["max_epochs"] = 5
@@ -331,9 +334,9 @@ def tuning(plan: Plan, work: Path) -> dict:
     mlflow.set_tracking_uri(f"sqlite:///{work / 'mlflow.db'}")
     mlflow.set_experiment(experiment_id=mlflow.create_experiment(
         "bench-tuning", artifact_location=(work / "mlartifacts").as_uri()))
-    train = synthetic.generate(plan.tune_rows, seed=3)
+    write_table(synthetic.generate(plan.tune_rows, seed=3), work / config.paths.train)
     began = time.perf_counter()
-    result = tune.tune(config, train, root=work, data_version=f"bench-{plan.tune_rows}")
+    result = tune.tune(config, work)
     seconds = time.perf_counter() - began
     curve = best_curve(result.trials)
     finished = sum(t["state"] in tune.FINISHED for t in result.trials)
@@ -660,10 +663,27 @@ def render(results: dict) -> str:
     return "\n".join(lines)
 
 
+def threads(plan: Plan, work: Path) -> dict:
+    return busy.threads(plan, work, REAL_ARCHIVE, row)
+
+
+def workers(plan: Plan, work: Path) -> dict:
+    return busy.workers(plan, work, row)
+
+
+def quality(plan: Plan, work: Path) -> dict:
+    env = clean_env(PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS="180",
+                    PREFECT_LOGGING_EXTRA_LOGGERS="tabreg")
+    return quality_runs.quality(plan, work, REAL_ARCHIVE, PROJECT_FILES + ("flows",), env, row)
+
+
 SECTIONS: dict[str, Callable[[Plan, Path], dict]] = {
     "startup": startup, "pipeline": pipeline, "mlp": mlp, "tuning": tuning,
-    "serving": serving, "scale": scale,
+    "threads": threads, "workers": workers, "serving": serving, "scale": scale,
+    "quality": quality,
 }
+#: Sections that run only when named (``--only quality``, ``make bench BENCH=quality``).
+ON_REQUEST = ("quality",)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -679,7 +699,7 @@ def main(argv: list[str] | None = None) -> int:
     for key in PER_MACHINE:
         os.environ.pop(key, None)
     plan = QUICK if args.quick else FULL
-    names = args.only.split(",") if args.only else list(SECTIONS)
+    names = args.only.split(",") if args.only else [n for n in SECTIONS if n not in ON_REQUEST]
     unknown = [n for n in names if n not in SECTIONS]
     if unknown:
         parser.error(f"unknown sections {unknown}; choose from {list(SECTIONS)}")
@@ -706,6 +726,12 @@ def main(argv: list[str] | None = None) -> int:
     results["load_average"]["end"] = [round(x, 2) for x in os.getloadavg()]
     from tabreg.io import write_json
 
+    if args.only and out.exists():  # update the named sections, keep the others' figures
+        previous = json.loads(out.read_text())
+        previous["sections"].update(results["sections"])
+        previous.setdefault("updated", {}).update(
+            {name: results["started_at"] for name in results["sections"]})
+        results = {**previous, "sections": previous["sections"]}
     write_json(results, out)
     print(render(results))
     print(f"\nwritten: {out}", file=sys.stderr)

@@ -28,6 +28,7 @@ except ImportError:  # run as a script (`python flows/retrain.py`): flows/ is on
 from tabreg import registry
 from tabreg import retrain as rt
 from tabreg.config import Config, load_config
+from tabreg.data import landing
 
 DEPLOYMENT = "retrain"
 DRIFT_DEPLOYMENT = "drift-check"
@@ -40,18 +41,13 @@ def _record(config: Config, root: Path, **entry) -> dict:
 
 @task(cache_policy=NO_CACHE)
 def check_new_batches(config: Config, root: Path, new: rt.NewData) -> rt.BatchCheck:
-    checked = rt.check_batches(config, root, new.batches)
+    checked = landing.screen(config, root, new.batches, by="retrain")
     if checked.rejected:
-        where = rt.quarantine(config, root, new.batches, checked.rejected)
         _record(config, root, trigger="retrain", action="reject batch",
-                files=sorted(checked.rejected), quarantine=str(where.relative_to(root)),
+                files=sorted(checked.rejected), quarantine=str(checked.where),
                 reasons=[f"{name}: {why.splitlines()[0]}"
                          for name, why in checked.rejected.items()])
-        details = "\n\n".join(f"{name}:\n{why}" for name, why in checked.rejected.items())
-        raise rt.BatchRejected(
-            f"{len(checked.rejected)} new batch(es) rejected by the batch contract and moved to "
-            f"{where.relative_to(root)}/; nothing was retrained and the champion is untouched."
-            f"\n{details}")
+    checked.refuse()
     return checked
 
 

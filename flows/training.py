@@ -9,6 +9,7 @@ is clean. Run it with ``make run`` (or ``python flows/training.py``).
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 import time
 from pathlib import Path
@@ -45,6 +46,9 @@ def training(params: str = "params.yaml", root: str = ".") -> list[dict]:
     """ingest -> validate -> split -> features -> tune -> train -> evaluate -> register."""
     from tabreg.steps.model import preflight
 
+    # Prefect attaches its handlers to the `tabreg` loggers (PREFECT_LOGGING_EXTRA_LOGGERS) but
+    # leaves them at WARNING: the steps' INFO lines (trials as they finish) would be lost.
+    logging.getLogger("tabreg").setLevel(logging.INFO)
     # A bad configuration, an unreachable tracking store or a missing GPU fails here, before
     # any step runs.
     preflight(load_config(Path(root) / params), Path(root))
@@ -100,6 +104,13 @@ def summary(stages: list[dict], root: Path, params: str) -> str:
                   else f"trial {tuning.get('best_trial')}, {tuning['best']['family']}")
         lines.append(f"  tuning     best: {chosen}, CV RMSE {tuning['best_cv_rmse']:,.0f} "
                      f"({trials}; study {tuning['study']})")
+        if tuning.get("per_family") is not None:
+            from tabreg.tuning.progress import families_text
+
+            lines.append(f"             trials per family: "
+                         f"{families_text(tuning['per_family'])}")
+        if tuning.get("guard"):
+            lines.append(f"  WARNING    {tuning['guard']}")
     if scores:
         lines.append(f"  test       RMSE {scores['rmse']:,.0f} "
                      f"({100 * scores['confidence']:.0f}% interval {scores['rmse_low']:,.0f}-"

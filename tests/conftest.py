@@ -6,7 +6,7 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -58,6 +58,20 @@ def real_dataset() -> Path | None:
 
 #: Read once, before any test clears DATA_SOURCE for its own throwaway project.
 REAL_ARCHIVE = real_dataset()
+# Then the caller's per-machine settings leave the session: a test that wants one sets it, so
+# `DATA_SOURCE=../x make test` (or a shell pointed at a tracking server) steers no test.
+for _var in PER_MACHINE:
+    os.environ.pop(_var, None)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _mlflow_uris_per_module() -> Iterator[None]:
+    """Each test module starts with MLflow pointed nowhere in particular: a module that sets
+    a tracking or registry URI must not steer the next module to a store that is gone."""
+    from tests.scoring_helpers import isolated_mlflow
+
+    with isolated_mlflow():
+        yield
 
 
 @pytest.fixture(scope="session")

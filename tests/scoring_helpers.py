@@ -5,6 +5,7 @@ throwaway MLflow store, registered, and made champion."""
 from __future__ import annotations
 
 import os
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -80,15 +81,16 @@ def isolated_mlflow() -> Iterator[None]:
     """Give back MLflow's tracking and registry URIs as they were: ``mlflow.set_tracking_uri``
     also sets ``MLFLOW_TRACKING_URI`` in the environment, which ``load_config`` (and every
     subprocess) would otherwise read in the tests that follow."""
-    import mlflow
-
     names = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
     saved = {name: os.environ.get(name) for name in names}
     try:
         yield
     finally:
-        mlflow.set_tracking_uri(saved["MLFLOW_TRACKING_URI"])
-        mlflow.set_registry_uri(saved["MLFLOW_REGISTRY_URI"])
+        if "mlflow" in sys.modules:  # nothing to give back if MLflow was never loaded
+            import mlflow
+
+            mlflow.set_tracking_uri(saved["MLFLOW_TRACKING_URI"])
+            mlflow.set_registry_uri(saved["MLFLOW_REGISTRY_URI"])
         for name, value in saved.items():
             if value is None:
                 os.environ.pop(name, None)

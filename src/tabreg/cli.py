@@ -26,6 +26,18 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("split", help="stratified train/test split and its report")
     sub.add_parser("features", help="fit the feature pipeline on train; report the features")
     sub.add_parser("tune", help="Optuna study over families, hyper-parameters and features")
+    worker = sub.add_parser(
+        "tune-worker", help="join a tuning study: claim and run its trials until none is left",
+        description="Join the study that `tune` created and run its trials until the budget "
+        "or the time guard ends it. Start more of these, on this host or another with the "
+        "same code, data version (dvc pull) and OPTUNA_STORAGE, to tune faster.")
+    worker.add_argument("--study", required=True, help="the study's name (tune prints it)")
+    worker.add_argument("--storage", default=None,
+                        help="Optuna storage URL (default: tune.storage / OPTUNA_STORAGE)")
+    worker.add_argument("--threads", type=int, default=None,
+                        help="this worker's share of the cores (default: all usable cores)")
+    worker.add_argument("--max-trials", type=int, default=None,
+                        help="stop after this many trials (default: until none is left)")
     sub.add_parser("train", help="refit the best configuration on the whole training split")
     sub.add_parser("evaluate", help="test metrics, interval, slices, plots and model card")
     sub.add_parser("register", help="register the trained model as challenger, then gate it")
@@ -70,6 +82,9 @@ def _parser() -> argparse.ArgumentParser:
                        help="raise incomes by this fraction (0.3: +30%%)")
     batch.add_argument("--corrupt", default=None,
                        help="one of: out-of-range, new-category, nulls, text, relation")
+    services = sub.add_parser("services", help="the shared stack on this machine: PostgreSQL, "
+                              "MLflow and Prefect servers, Prefect workers, a DVC remote")
+    services.add_argument("action", choices=("start", "stop", "status"))
     return parser
 
 
@@ -115,14 +130,30 @@ def _generate(path: Path, rows: int, seed: int) -> dict:
     return {"out": str(path), "rows": rows}
 
 
+def _tune_worker(root: Path, args: argparse.Namespace) -> dict:
+    from tabreg.tuning.worker import work
+
+    storage = args.storage
+    if storage is None:
+        from tabreg.config import load_config
+        from tabreg.tuning import storage_url
+
+        storage = storage_url(load_config(root / args.params), root)
+    return work(root, storage, args.study, threads=args.threads, max_trials=args.max_trials)
+
+
 def run(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(message)s", stream=sys.stderr)
+    # Trials finishing are progress a user watches, even when the step is otherwise quiet.
+    logging.getLogger("tabreg.tuning.progress").setLevel(logging.INFO)
     root = Path(args.root)
     try:
         if args.command == "generate":
             result = _generate(args.out, args.rows, args.seed)
+        elif args.command == "tune-worker":
+            result = _tune_worker(root, args)
         else:
             from tabreg.config import load_config
 
@@ -153,6 +184,10 @@ def run(argv: list[str] | None = None) -> int:
             elif args.command == "new-batch":
                 result = _new_batch(config, root, args.rows, args.seed, args.drift,
                                     args.corrupt)
+            elif args.command == "services":
+                from tabreg.services import stack
+
+                return stack.command(args.action, config.services, root, quiet=args.quiet)
             elif args.command == "status":
                 from tabreg.steps import registry
 

@@ -25,6 +25,7 @@ ENV_OVERRIDES: dict[str, str] = {
     "DATA_SOURCE": "data.source",
     "MLFLOW_TRACKING_URI": "tracking.uri",
     "OPTUNA_STORAGE": "tune.storage",
+    "SERVICES_DATABASE_URL": "services.database_url",
 }
 
 #: Columns the pipeline adds to every table it writes: a stable row identity and the file
@@ -44,6 +45,8 @@ class DataConfig(_Frozen):
     sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
     member: str = Field(min_length=1, description="path of the CSV inside the archive")
     landing_dir: str = "data/landing"
+    #: Every landing file met by any entry point: accepted, ingested or quarantined, and why.
+    landing_record: str = "data/landing.json"
     id_column: str | None = None
 
 
@@ -202,11 +205,17 @@ Family = Literal["random_forest", "hist_gradient_boosting", "mlp"]
 
 
 class TuneConfig(_Frozen):
+    """The Optuna study. Its budget is a number of trials, so that it means the same on every
+    machine; ``timeout`` is only a guard (when it fires, the run says so loudly)."""
+
     n_trials: int = Field(default=40, ge=1)
-    timeout: float | None = Field(default=600, gt=0, description="seconds; null: no limit")
+    timeout: float | None = Field(default=1800, gt=0, description="guard, seconds; null: none")
     seed: int = 42
     cv_folds: int = Field(default=3, ge=2)
-    storage: str | None = None  # null: sqlite:///optuna.db (OPTUNA_STORAGE overrides)
+    storage: str | None = None  # null: a journal file in the project (OPTUNA_STORAGE overrides)
+    workers: int | None = Field(default=None, description="worker processes; null: one a core")
+    oversubscribe: bool = False  # allow more workers than usable cores
+    launcher: Literal["auto", "local", "prefect"] = "auto"  # where the workers run
     families: tuple[Family, ...] = ("random_forest", "hist_gradient_boosting", "mlp")
     space: dict[str, dict[str, Range]] = {}
     blend: bool = True  # try a weighted average of each family's best trial after the study
@@ -246,7 +255,10 @@ class RegistryConfig(_Frozen):
 class PromotionConfig(_Frozen):
     """The champion/challenger gate (see ``tabreg.gate``)."""
 
-    max_rmse: float = Field(default=math.inf, gt=0, description="bar for the first champion")
+    max_rmse: float = Field(default=math.inf, gt=0, description="bar for every challenger")
+    #: How far (relative) the champion's RMSE on the current test split may fall outside the
+    #: bootstrap interval recorded at its promotion before the gate refuses to judge; None: off.
+    max_champion_drift: float | None = Field(default=0.05, ge=0)
     min_improvement: float = Field(default=0.01, ge=0, lt=1, description="relative RMSE gain")
     require_interval: bool = True  # the paired bootstrap interval must lie below zero
     max_slice_regression: float = Field(default=0.05, ge=0)
@@ -301,6 +313,39 @@ class ServeConfig(_Frozen):
     chunk_rows: int = Field(default=100_000, ge=1, description="batch scoring chunk size")
 
 
+class ServicesConfig(_Frozen):
+    """The local multi-service stack of ``make services`` (see ``tabreg.services``).
+
+    Ports are those the stack binds on ``host``; ``database_url`` names a PostgreSQL server to
+    use instead of starting one (``SERVICES_DATABASE_URL`` overrides it).
+    """
+
+    host: str = Field(default="127.0.0.1", min_length=1)
+    postgres_port: int = Field(default=5433, ge=1, le=65535)
+    mlflow_port: int = Field(default=5050, ge=1, le=65535)
+    prefect_port: int = Field(default=4200, ge=1, le=65535)
+    mlflow_workers: int = Field(default=1, ge=1, description="MLflow server processes")
+    prefect_workers: int = Field(default=1, ge=0, description="Prefect workers on this host")
+    work_pool: str = Field(default="tabreg", min_length=1)
+    state_dir: str = Field(default=".services", min_length=1,
+                           description="pids, logs, database and artifacts")
+    dvc_remote: str = Field(default=".services/dvc-remote", min_length=1,
+                            description="a folder, or any DVC remote URL")
+    database_url: str | None = None  # postgresql://user:password@host:port/any-database
+    deploy_source: str | None = None  # null: this project folder; or a git URL for other hosts
+
+    @model_validator(mode="after")
+    def _distinct_ports(self) -> ServicesConfig:
+        ports = {"postgres_port": self.postgres_port, "mlflow_port": self.mlflow_port,
+                 "prefect_port": self.prefect_port}
+        if len(set(ports.values())) < len(ports):
+            raise ValueError(f"ports must differ, got {ports}")
+        if self.database_url is not None and not self.database_url.startswith("postgresql"):
+            raise ValueError(f"database_url must be a postgresql:// URL, got "
+                             f"{self.database_url.split(':', 1)[0]}://...")
+        return self
+
+
 class Config(_Frozen):
     data: DataConfig
     schema_: SchemaConfig = Field(alias="schema")
@@ -316,6 +361,7 @@ class Config(_Frozen):
     promotion: PromotionConfig = PromotionConfig()
     retrain: RetrainConfig = RetrainConfig()
     serve: ServeConfig = ServeConfig()
+    services: ServicesConfig = ServicesConfig()
     profiles: dict[str, dict[str, Any]] = {}
     profile: str = "default"
 
@@ -385,6 +431,15 @@ def _merge(base: dict[str, Any], overlay: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def absolute_source(value: str) -> str:
+    """A relative ``DATA_SOURCE`` path, made absolute against the directory it was given in
+    (the working directory of the command that read it), so that it names the same file in
+    every process and project it reaches; URLs and absolute paths are kept as they are."""
+    if "://" in value or os.path.isabs(value):
+        return value
+    return os.path.abspath(value)
+
+
 def parse_config(raw: Mapping[str, Any], env: Mapping[str, str] | None = None,
                  origin: str = "params", profile: str = "default") -> Config:
     """Validate a parsed ``params.yaml`` tree: profile overlay, then environment overrides."""
@@ -401,6 +456,8 @@ def parse_config(raw: Mapping[str, Any], env: Mapping[str, str] | None = None,
     tree["profile"] = profile
     for var, dotted in ENV_OVERRIDES.items():
         value = (env or {}).get(var)
+        if value and var == "DATA_SOURCE":
+            value = absolute_source(value)
         if value:
             _set_dotted(tree, dotted, value)
     try:

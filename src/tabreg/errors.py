@@ -32,3 +32,7 @@ class SchemaError(TabregError):
 
 class ValidationFailed(TabregError):
     """The data breaks its Great Expectations contract."""
+
+
+class ServiceError(TabregError):
+    """A service of the local stack (``make services``) cannot be started, reached or stopped."""

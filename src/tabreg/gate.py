@@ -9,7 +9,13 @@ Rules (``promotion:`` in ``params.yaml``):
 
 - no champion yet: promote when the challenger's RMSE is at most ``max_rmse``;
 - the comparison is unfair (the champion may have trained on the current test rows): refuse;
-- otherwise promote only when all hold: the RMSE falls by at least ``min_improvement``
+- the champion's RMSE on the current test split lies outside the bootstrap interval recorded
+  when it was promoted by more than ``max_champion_drift`` (relative): the test data changed
+  under it (a shuffled target, a bad batch), so a same-data comparison would reward whichever
+  model suffers less from the damage: refuse, with "the evaluation data changed under the
+  champion";
+- otherwise promote only when all hold: the RMSE is at most ``max_rmse`` (every champion
+  meets the bar, not only the first); it falls by at least ``min_improvement``
   (relative; a tie never promotes); the paired bootstrap interval of
   RMSE(challenger) − RMSE(champion), resampling the same rows for both, lies below zero
   (unless ``require_interval`` is off); and no slice with at least ``min_slice_rows`` rows
@@ -25,7 +31,7 @@ from typing import Literal
 import numpy as np
 
 from tabreg.config import PromotionConfig
-from tabreg.evaluation.metrics import paired_bootstrap_diff
+from tabreg.evaluation.metrics import bootstrap_rmse, paired_bootstrap_diff
 
 Outcome = Literal["promote", "keep", "refuse"]
 
@@ -46,6 +52,9 @@ class Decision:
     difference: dict[str, float] = field(default_factory=dict)
     slices: list[dict] = field(default_factory=list)
     n_rows: int = 0
+    #: The challenger's bootstrap interval of RMSE on these rows: recorded on promotion, so
+    #: the next gate can tell whether the test data moved under it.
+    challenger_interval: list[float] = field(default_factory=list)
 
     @property
     def promote(self) -> bool:
@@ -53,6 +62,39 @@ class Decision:
 
     def to_dict(self) -> dict:
         return asdict(self)
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """The champion's test RMSE and its bootstrap interval as recorded when it was promoted,
+    and where (data version, rows), for the message."""
+
+    rmse: float
+    low: float
+    high: float
+    where: str = ""
+
+
+def evaluation_changed(now: float, recorded: Recorded | None,
+                       rules: PromotionConfig) -> str | None:
+    """Why the champion's RMSE on the current test split ``now`` cannot be explained by
+    sampling, or None. The bootstrap interval says how far another sample of districts would
+    move it; beyond that (plus ``max_champion_drift``) the rows themselves changed."""
+    margin = rules.max_champion_drift
+    if recorded is None or margin is None:
+        return None
+    floor, ceiling = recorded.low * (1 - margin), recorded.high * (1 + margin)
+    if floor <= now <= ceiling:
+        return None
+    where = f" ({recorded.where})" if recorded.where else ""
+    return (f"the evaluation data changed under the champion: it scores RMSE {now:,.0f} on "
+            f"the current test split, but scored {recorded.rmse:,.0f} (bootstrap interval "
+            f"[{recorded.low:,.0f}, {recorded.high:,.0f}]) when it was promoted{where}; "
+            f"promotion.max_champion_drift = {100 * margin:g}% allows [{floor:,.0f}, "
+            f"{ceiling:,.0f}]. Sampling does not explain that: check the test split and the "
+            "data it came from (`python -m tabreg validate`, the latest batch) before judging; "
+            "if the change is genuine, run `make promote` once with "
+            "promotion.max_champion_drift: null")
 
 
 def slice_comparison(y: np.ndarray, challenger: np.ndarray, champion: np.ndarray,
@@ -75,34 +117,52 @@ def slice_comparison(y: np.ndarray, challenger: np.ndarray, champion: np.ndarray
 
 def decide(y_true: object, challenger: object, champion: object | None, *,
            rules: PromotionConfig, slices: Mapping[str, np.ndarray] | None = None,
-           unfair: str | None = None) -> Decision:
+           unfair: str | None = None, recorded: Recorded | None = None) -> Decision:
     """Decide on predictions of the challenger and the champion (None: there is none yet)
     for the same rows ``y_true``. ``slices`` maps a slice name to each row's value;
-    ``unfair`` is why the two cannot be compared on these rows, if they cannot."""
+    ``unfair`` is why the two cannot be compared on these rows, if they cannot; ``recorded``
+    is the champion's score at its promotion (None: not recorded, not checked)."""
     y = np.asarray(y_true, dtype=float)
     new = np.asarray(challenger, dtype=float)
     if new.shape != y.shape or not y.size:
         raise ValueError(f"predictions of shape {new.shape} for {y.shape} targets")
     new_rmse = _rmse(y, new)
+    interval = bootstrap_rmse(y, new, n_resamples=rules.bootstrap, confidence=rules.confidence,
+                              seed=rules.seed)
+    base = {"challenger_rmse": new_rmse, "n_rows": int(y.size),
+            "challenger_interval": [float(v) for v in interval]}
     if champion is None:
         ok = new_rmse <= rules.max_rmse
         verb = "meets" if ok else "misses"
         return Decision("promote" if ok else "keep",
                         [f"no champion yet; challenger RMSE {new_rmse:,.0f} {verb} the bar "
-                         f"promotion.max_rmse = {rules.max_rmse:,.0f}"],
-                        new_rmse, n_rows=int(y.size))
+                         f"promotion.max_rmse = {rules.max_rmse:,.0f}"], **base)
     old = np.asarray(champion, dtype=float)
     if old.shape != y.shape:
         raise ValueError(f"champion predictions of shape {old.shape} for {y.shape} targets")
     old_rmse = _rmse(y, old)
-    if unfair:
-        return Decision("refuse", [f"not comparable: {unfair}"], new_rmse, old_rmse,
-                        n_rows=int(y.size))
+    refusal = (f"not comparable: {unfair}" if unfair
+               else evaluation_changed(old_rmse, recorded, rules))
+    if refusal:
+        return Decision("refuse", [refusal], champion_rmse=old_rmse, **base)
     diff = paired_bootstrap_diff(y, new, old, n_resamples=rules.bootstrap,
                                  confidence=rules.confidence, seed=rules.seed)
     table = slice_comparison(y, new, old, slices or {}, rules)
+    blocked, reasons = _judge(new_rmse, old_rmse, diff, table, rules)
+    return Decision("keep" if blocked else "promote", reasons, champion_rmse=old_rmse,
+                    difference={k: float(diff[k]) for k in ("diff", "low", "high")},
+                    slices=table, **base)
+
+
+def _judge(new_rmse: float, old_rmse: float, diff: dict, table: list[dict],
+           rules: PromotionConfig) -> tuple[bool, list[str]]:
+    """The comparison's rules: (blocked?, the reasons, one per rule, passed or not)."""
     gain = (old_rmse - new_rmse) / old_rmse if old_rmse > 0 else 0.0
     reasons, blocked = [], False
+    if new_rmse > rules.max_rmse:
+        blocked = True
+        reasons.append(f"challenger RMSE {new_rmse:,.0f} misses the bar promotion.max_rmse = "
+                       f"{rules.max_rmse:,.0f} (every champion must meet it)")
     if new_rmse < old_rmse and gain >= rules.min_improvement:
         reasons.append(f"RMSE {old_rmse:,.0f} -> {new_rmse:,.0f} ({100 * gain:.2f}% better; "
                        f"at least {100 * rules.min_improvement:g}% needed)")
@@ -133,5 +193,4 @@ def decide(y_true: object, challenger: object, champion: object | None, *,
     if table and not regressed:
         reasons.append(f"no slice of {rules.min_slice_rows}+ rows worsens by more than "
                        f"{100 * rules.max_slice_regression:g}%")
-    return Decision("keep" if blocked else "promote", reasons, new_rmse, old_rmse,
-                    {k: float(diff[k]) for k in ("diff", "low", "high")}, table, int(y.size))
+    return blocked, reasons

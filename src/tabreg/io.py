@@ -7,6 +7,7 @@ killed step never leaves a half-written table and never destroys the previous go
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import uuid
@@ -51,6 +52,16 @@ def write_json(data: Any, path: str | os.PathLike[str]) -> Path:
 
 def write_text(text: str, path: str | os.PathLike[str]) -> Path:
     return _write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
+
+
+def file_md5(path: str | os.PathLike[str]) -> str:
+    """The md5 of a file's bytes, as DVC computes it for a file output: names a table's
+    version, so a result can say which table it judged."""
+    digest = hashlib.md5()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
 
 
 def read_table(path: str | os.PathLike[str]) -> pd.DataFrame:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import getpass
 import hashlib
 import json
+import logging
 import os
 import socket
 from datetime import UTC, datetime
@@ -21,6 +22,8 @@ from typing import Any
 
 from tabreg.config import Config
 from tabreg.errors import TabregError
+
+log = logging.getLogger(__name__)
 
 CHAMPION = "champion"
 CHALLENGER = "challenger"
@@ -64,6 +67,37 @@ def unfair_reason(champion_tags: dict[str, str], config: Config, data_version: s
         return (f"split.strategy is {config.split.strategy!r} and the data changed since the "
                 f"champion was trained ({old} -> {data_version}): its training rows may be in "
                 "this test split; use the 'hash' split to compare across data versions")
+    return None
+
+
+#: Tags set on a version when it becomes champion: its score on the test split it was judged
+#: on, which the next gate compares with (see ``tabreg.gate.evaluation_changed``).
+PROMOTED_RMSE, PROMOTED_INTERVAL = "promoted.test_rmse", "promoted.test_rmse_interval"
+
+
+def promoted_tags(rmse: float, interval: list[float], data_version: str,
+                  n_rows: int) -> dict[str, str]:
+    return {PROMOTED_RMSE: f"{rmse:.2f}", PROMOTED_INTERVAL: f"{interval[0]:.2f}-{interval[1]:.2f}",
+            "promoted.data_version": data_version, "promoted.test_rows": str(n_rows)}
+
+
+def recorded_score(tags: dict[str, str]) -> Any | None:
+    """The champion's test RMSE and bootstrap interval as recorded when it was promoted, or
+    (a champion promoted before these tags existed) at its registration, from ``evaluate``;
+    None when neither is recorded or readable, and then the gate cannot check it."""
+    from tabreg.gate import Recorded
+
+    for rmse_key, interval_key, where in (
+            (PROMOTED_RMSE, PROMOTED_INTERVAL, "promoted.data_version"),
+            ("test_rmse", "test_rmse_interval", "data_version")):
+        try:
+            rmse = float(tags[rmse_key])
+            low, high = (float(v) for v in tags[interval_key].split("-"))
+        except (KeyError, ValueError):
+            continue
+        rows = tags.get("promoted.test_rows") if rmse_key == PROMOTED_RMSE else None
+        place = f"data version {tags.get(where, '?')}" + (f", {rows} test rows" if rows else "")
+        return Recorded(rmse, low, high, place)
     return None
 
 
@@ -147,20 +181,47 @@ def actor() -> str:
 
 
 def record(ledger: Path, entry: dict[str, Any]) -> dict[str, Any]:
-    """Append a decision to the ledger (one JSON line; an append is atomic for a line)."""
+    """Append a decision to the ledger as one whole line, synced to disk before returning.
+
+    The line goes out in one ``write`` on a descriptor opened for appending, then ``fsync``:
+    a crash leaves at most a torn last line, never half an entry glued to the next. If the
+    ledger ends in such a torn line (no final newline), the entry starts on a line of its own.
+    """
     entry = {"at": datetime.now(UTC).isoformat(timespec="seconds"), "by": actor(), **entry}
     ledger.parent.mkdir(parents=True, exist_ok=True)
-    line = json.dumps(entry, default=str, sort_keys=False) + "\n"
-    with open(ledger, "a", encoding="utf-8") as handle:
-        handle.write(line)
+    line = (json.dumps(entry, default=str, sort_keys=False) + "\n").encode("utf-8")
+    fd = os.open(ledger, os.O_RDWR | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        size = os.fstat(fd).st_size
+        if size and os.pread(fd, 1, size - 1) != b"\n":
+            line = b"\n" + line
+        while line:  # a regular file takes it whole; a short write only on a full disk
+            line = line[os.write(fd, line):]
+        os.fsync(fd)
+    finally:
+        os.close(fd)
     return entry
 
 
 def read_ledger(ledger: Path, last: int | None = None) -> list[dict[str, Any]]:
+    """The ledger's entries, oldest first; a line that is not a JSON object (a write torn by
+    a crash) is reported as a warning, naming the file and line, and skipped."""
     if not ledger.exists():
         return []
-    lines = [line for line in ledger.read_text(encoding="utf-8").splitlines() if line.strip()]
-    entries = [json.loads(line) for line in lines]
+    entries = []
+    for number, line in enumerate(ledger.read_text(encoding="utf-8",
+                                                   errors="replace").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            entry = json.loads(line)
+        except json.JSONDecodeError:
+            entry = None
+        if not isinstance(entry, dict):
+            log.warning("%s, line %d: not a whole ledger entry (a write cut short?); skipped: "
+                        "%.80s", ledger, number, line)
+            continue
+        entries.append(entry)
     return entries[-last:] if last else entries
 
 

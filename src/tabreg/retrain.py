@@ -1,7 +1,8 @@
 """The pieces of the retrain-and-promote flow that are not the training pipeline itself.
 
-What is new (batches in the landing folder that were never ingested, or a source whose checksum
-changed), whether each new batch honours the batch contract (a rejected batch is moved to the
+What is new (batches in the landing folder that were never ingested, by the landing record
+that every entry point keeps, or a source whose checksum changed), whether each new batch
+honours the batch contract (``tabreg.data.landing``: a rejected batch is moved to the
 quarantine folder, with its report, so it is neither ingested nor retried), how far the new rows
 drift from the training reference, whether that is reason enough to retrain, and a lock so that
 two retrain runs never overlap. ``flows/retrain.py`` wires these around the training flow.
@@ -13,7 +14,6 @@ import errno
 import fcntl
 import json
 import os
-import shutil
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -24,8 +24,15 @@ from pathlib import Path
 import pandas as pd
 
 from tabreg.config import Config
-from tabreg.errors import SchemaError, TabregError, ValidationFailed
-from tabreg.io import write_json
+from tabreg.data.landing import (  # noqa: F401 - the flow's names for them
+    BatchCheck,
+    BatchRejected,
+    check_batches,
+    quarantine,
+    read_record,
+)
+from tabreg.errors import TabregError
+from tabreg.io import file_md5, write_json
 
 LOCK_FILE = ".retrain.lock"
 
@@ -34,10 +41,6 @@ class RetrainBusy(TabregError):
     """Another retrain run holds the lock."""
 
     exit_code = 3
-
-
-class BatchRejected(TabregError):
-    """A new batch broke the batch contract; it was quarantined and nothing was retrained."""
 
 
 @dataclass(frozen=True)
@@ -60,7 +63,9 @@ class NewData:
 
 
 def detect_new_data(config: Config, root: Path) -> NewData:
-    """Compare the landing folder and the source checksum with the last ingest report."""
+    """The landing files not yet ingested in their current content (by the landing record,
+    which every entry point keeps), and whether the source checksum changed since the last
+    ingest report."""
     from tabreg.data.ingest import landing_files
 
     report_path = root / config.paths.reports / "ingest.json"
@@ -68,48 +73,17 @@ def detect_new_data(config: Config, root: Path) -> NewData:
     if not report_path.exists():
         return NewData(landing, first_run=True)
     report = json.loads(report_path.read_text())
-    ingested = {b["name"] for b in report.get("batches", [])}
-    return NewData([p for p in landing if p.name not in ingested],
+    reported = {b["name"] for b in report.get("batches", [])}
+    record = read_record(config, root)
+
+    def ingested(path: Path) -> bool:
+        entry = record.get(path.name)
+        if entry is None:  # met before the record existed: the report is all there is
+            return path.name in reported
+        return entry.get("status") == "ingested" and entry.get("md5") == file_md5(path)
+
+    return NewData([p for p in landing if not ingested(p)],
                    source_changed=report.get("sha256") != config.data.sha256)
-
-
-@dataclass(frozen=True)
-class BatchCheck:
-    accepted: dict[str, pd.DataFrame]
-    rejected: dict[str, str]  # file name -> why
-
-
-def check_batches(config: Config, root: Path, files: list[Path]) -> BatchCheck:
-    """Read each file as ingest would and validate it against the batch contract."""
-    from tabreg.data import ingest, validate
-
-    accepted: dict[str, pd.DataFrame] = {}
-    rejected: dict[str, str] = {}
-    suite = root / config.validation.batch_suite
-    for path in files:
-        try:
-            frame = ingest.with_identity(ingest.read_csv(path, config.schema), config.schema,
-                                         path.name, config.data.id_column)
-            report = validate.validate_frame(frame, suite,
-                                             sample_size=config.validation.sample_size)
-            validate.check(report, path.name)
-        except (SchemaError, ValidationFailed) as exc:
-            rejected[path.name] = str(exc)
-        else:
-            accepted[path.name] = frame
-    return BatchCheck(accepted, rejected)
-
-
-def quarantine(config: Config, root: Path, files: list[Path], reasons: dict[str, str]) -> Path:
-    """Move rejected files out of the landing folder, each with a note saying why."""
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    dest = root / config.retrain.quarantine_dir / stamp
-    dest.mkdir(parents=True, exist_ok=True)
-    for path in files:
-        if path.name in reasons:
-            shutil.move(str(path), dest / path.name)
-            (dest / f"{path.name}.reason.txt").write_text(reasons[path.name] + "\n")
-    return dest
 
 
 def drift(config: Config, root: Path, current: pd.DataFrame) -> dict | None:

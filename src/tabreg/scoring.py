@@ -12,8 +12,10 @@ The checks, each naming the field (and, for values, the rows) at fault:
 
 * every input column is present, none is repeated, and no column is unknown (``row_id``,
   ``batch`` and the target are accepted and not used);
-* numeric columns hold numbers: text, booleans, lists or infinities are refused; a number
-  written as text (``"3.5"``, as CSV cells are) is accepted; a missing value is accepted;
+* numeric columns hold numbers: text, booleans, lists, infinities and magnitudes beyond
+  float32's range (``1e300``, a 400-digit integer: the model's float32 features would hold
+  them as infinity) are refused; a number written as text (``"3.5"``, as CSV cells are) is
+  accepted; a missing value is accepted (in CSV only an empty cell: ``n/a`` is text);
 * categorical columns hold text or nothing.
 
 What is accepted but worth knowing is flagged per row rather than refused: a category the model
@@ -25,6 +27,8 @@ the row is scored as if the category were absent) and a missing value that the m
 from __future__ import annotations
 
 import logging
+import math
+import os
 import sys
 import time
 from collections import Counter
@@ -38,6 +42,7 @@ import numpy as np
 import pandas as pd
 
 from tabreg.config import BATCH, ROW_ID, Config, SchemaConfig
+from tabreg.data.ingest import FLOAT32_MAX
 from tabreg.errors import ConfigError, SchemaError, TabregError
 
 log = logging.getLogger(__name__)
@@ -225,12 +230,31 @@ def check_columns(columns: Sequence[Any], spec: InputSpec, where: str = "input")
         raise InputError(problems, where)
 
 
+def _shown(value: Any) -> str:
+    """A value as a user wrote it (numpy scalars as plain numbers), cut to 60 characters."""
+    if isinstance(value, np.generic):
+        value = value.item()
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def _bad(name: str, problem: str, mask: np.ndarray, series: pd.Series, first_row: int
          ) -> Problem:
     where = np.flatnonzero(mask)
     shown = where[:SAMPLE]
     return Problem(name, problem, tuple(int(i) + first_row for i in shown),
-                   tuple(repr(series.iloc[i])[:60] for i in shown), len(where))
+                   tuple(_shown(series.iloc[i]) for i in shown), len(where))
+
+
+def _as_float(value: Any) -> Any:
+    """A Python integer too large for a float (JSON allows 400 digits) as a signed infinity,
+    so that it is refused as out of range instead of raising ``OverflowError``."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        try:
+            return float(value)
+        except OverflowError:
+            return math.inf if value > 0 else -math.inf
+    return value
 
 
 def _numeric(name: str, series: pd.Series, integer: bool, first_row: int
@@ -244,15 +268,18 @@ def _numeric(name: str, series: pd.Series, integer: bool, first_row: int
         problems = []
     else:  # text or mixed objects: numbers written as text pass, anything else is refused
         is_bool = series.map(lambda v: isinstance(v, bool | np.bool_)).to_numpy(dtype=bool)
-        values = pd.to_numeric(series.where(~is_bool, None), errors="coerce").to_numpy(
+        plain = series.where(~is_bool, None).map(_as_float)
+        values = pd.to_numeric(plain, errors="coerce").to_numpy(
             dtype="float64", na_value=np.nan, copy=True)
         wrong = present & (np.isnan(values) | is_bool)
         values[wrong] = np.nan
         problems = [_bad(name, "not a number", wrong, series, first_row)
                     ] if wrong.any() else []
-    infinite = np.isinf(values)
+    # The model's float32 features would hold 1e300 (or a 400-digit integer) as infinity.
+    infinite = ~np.isnan(values) & ~(np.abs(values) <= FLOAT32_MAX)
     if infinite.any():
-        problems.append(_bad(name, "not a finite number", infinite, series, first_row))
+        problems.append(_bad(name, "not a finite number within float32's range (|x| <= "
+                             f"{FLOAT32_MAX:.4g})", infinite, series, first_row))
     if integer:
         fractional = np.isfinite(values) & (values != np.round(values))
         unset = ~np.isfinite(values) & ~infinite
@@ -425,8 +452,9 @@ def iter_chunks(path: Path, chunk_rows: int, text_columns: Sequence[str] = ()
             yield batch.to_pandas()
         return
     dtypes = dict.fromkeys(text_columns, "str")
-    try:
-        with pd.read_csv(path, chunksize=chunk_rows, dtype=dtypes) as reader:
+    try:  # only an empty cell is missing: "n/a" in a numeric column is text, and refused
+        with pd.read_csv(path, chunksize=chunk_rows, dtype=dtypes, keep_default_na=False,
+                         na_values=[""]) as reader:
             yield from reader
     except (pd.errors.ParserError, UnicodeDecodeError) as exc:
         raise SchemaError(f"{path}: not a readable CSV file ({exc})") from None
@@ -456,11 +484,32 @@ def _writer(kind: str, path: Path) -> Iterator[Callable[[pd.DataFrame], None]]:
 
 
 def _check_paths(source: Path, dest: Path) -> tuple[str, str]:
-    """The kinds of ``source`` and ``dest`` (from their names); ``source`` must exist."""
+    """The kinds of ``source`` and ``dest`` (from their names); ``source`` must exist and
+    ``dest`` must not be a folder."""
+    if dest.is_dir():
+        raise TabregError(f"{dest}: is a folder; name the output file, e.g. "
+                          f"{dest / 'predictions.csv'}")
     kinds = table_kind(source), table_kind(dest)
     if not source.is_file():
         raise SchemaError(f"{source}: file not found")
     return kinds
+
+
+def prepare_output(dest: Path) -> Path | None:
+    """Make sure ``dest`` (not a folder: :func:`_check_paths`) can be written: its folder is
+    writable, created when missing (returned, so the caller can say so; None if it existed)."""
+    folder = dest.parent
+    created = None
+    if not folder.is_dir():
+        try:
+            folder.mkdir(parents=True)
+        except OSError as exc:
+            raise TabregError(f"{dest}: cannot create the output folder {folder} "
+                              f"({exc.strerror or exc})") from None
+        created = folder
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise TabregError(f"{dest}: the output folder {folder} is not writable")
+    return created
 
 
 def score_file(model: Any, spec: InputSpec, source: Path, dest: Path, *, schema: SchemaConfig,
@@ -471,19 +520,34 @@ def score_file(model: Any, spec: InputSpec, source: Path, dest: Path, *, schema:
 
     ``dest`` gets ``row_id``, ``prediction`` and ``flags`` per input row, in input order, and
     appears only once complete (an error leaves a previous ``dest`` untouched). Input errors
-    name the field and the rows (CSV: the line in the file).
+    name the field and the rows (CSV: the line in the file); an output that cannot be written
+    (a folder, a read-only place) is a :class:`TabregError` naming it.
     """
-    from tqdm import tqdm
-
-    from tabreg.io import atomic_path
-
     source, dest = Path(source), Path(dest)
     kind, out_kind = _check_paths(source, dest)
     if dest.exists() and dest.resolve() == source.resolve():
         raise TabregError(f"{dest}: the output would overwrite the input")
+    prepare_output(dest)
     where, label = str(source), (csv_line if kind == "csv" else row_label)
     header = read_header(source)
     check_columns(header, spec, where)
+    try:
+        return _score_into(model, spec, source, dest, out_kind, schema=schema,
+                           id_column=id_column, chunk_rows=chunk_rows, progress=progress,
+                           where=where, label=label, header=header)
+    except OSError as exc:  # the output cannot be written (an input fault raises SchemaError)
+        if exc.filename is None or Path(exc.filename).parent != dest.parent:
+            raise
+        raise TabregError(f"{dest}: cannot write the output ({exc.strerror or exc})") from None
+
+
+def _score_into(model: Any, spec: InputSpec, source: Path, dest: Path, out_kind: str, *,
+                schema: SchemaConfig, id_column: str | None, chunk_rows: int, progress: bool,
+                where: str, label: Callable[[int], str], header: list[str]) -> dict[str, Any]:
+    from tqdm import tqdm
+
+    from tabreg.io import atomic_path
+
     text = [c for c in (*spec.categorical, ROW_ID) if c in header]
     started, rows = time.perf_counter(), 0
     counts: dict[str, int] = {}
@@ -571,6 +635,9 @@ def predict_file(config: Config, root: Path, source: Path, dest: Path, *,
 
     source, dest = Path(source), Path(dest)
     _check_paths(source, dest)  # before anything slow
+    created = prepare_output(dest)
+    if created is not None:
+        log.warning("predict: created the output folder %s", created)
     if chunk_rows is not None and chunk_rows < 1:
         raise ConfigError(f"--chunk-rows must be at least 1, got {chunk_rows}")
     name = config.registry.model_name
@@ -583,4 +650,5 @@ def predict_file(config: Config, root: Path, source: Path, dest: Path, *,
                         chunk_rows=chunk_rows or config.serve.chunk_rows, progress=progress)
     log.info("predict: %d rows scored by %s version %s -> %s", result["rows"], name,
              ref.version, dest)
-    return {"model": ref.to_dict(), **result}
+    return {"model": ref.to_dict(), **result,
+            **({"created_folder": str(created)} if created is not None else {})}

@@ -24,13 +24,21 @@ def test_quick_bench_runs_every_section(tmp_path):
     assert done.returncode == 0, done.stderr[-4000:]
     results = json.loads(out.read_text())
     sections = results["sections"]
-    assert list(sections) == ["startup", "pipeline", "mlp", "tuning", "serving", "scale"]
+    assert list(sections) == ["startup", "pipeline", "mlp", "tuning", "threads", "workers",
+                              "serving", "scale"]
     assert not [name for name, s in sections.items() if "error" in s]
     assert "skipped" in sections["pipeline"]  # the flow runs in full mode only
     assert sections["startup"]["cli_seconds"] > 0
     mlp = sections["mlp"]
     assert mlp["book_samples_per_s"] > 0 and mlp["ours_batch256_samples_per_s"] > 0
     assert sections["tuning"]["trials"].get("COMPLETE", 0) >= 1
+    threads = sections["threads"]
+    assert threads["hgb_alone_s"] > 0 and threads["hgb_beside_busy_s"] > 0
+    assert threads["mlp_budget_s"] > 0 and threads["mlp_default_threads_s"] > 0
+    workers = sections["workers"]
+    assert workers["one_worker_per_min"] > 0 and workers["two_workers_per_min"] > 0
+    assert "| tuning: completed trials per minute, 2 workers over 1" in done.stdout
+    assert "beside a busy process pinned to core 0, over the same fit alone" in done.stdout
     assert sections["serving"]["one_row"]["p50_ms"] > 0
     assert sections["serving"]["hundred_rows"]["requests_per_s"] > 0
     assert sections["serving"]["one_row"]["requests_per_s_4_clients_2_workers"] > 0

@@ -12,7 +12,7 @@ import pytest
 import yaml
 
 from flows.training import training
-from tabreg.errors import ConfigError
+from tabreg.errors import TabregError
 from tests.conftest import set_params
 
 pytestmark = pytest.mark.integration
@@ -97,7 +97,7 @@ def test_fails_at_start_before_any_work(make_project, section, values, message):
         pytest.skip("this machine has CUDA")
     root = make_project(rows=1500)
     set_params(root, section, **values)
-    with pytest.raises(ConfigError, match=message):
+    with pytest.raises(TabregError, match=message):  # ConfigError, or ServiceError for a URL
         training(root=str(root))
     assert not (root / "data/raw").exists()
     assert not (root / "mlflow.db").exists()

@@ -48,6 +48,27 @@ def test_env_overrides_only_the_data_source():
     assert config.split.seed == 42
 
 
+def test_a_relative_data_source_names_the_file_from_where_it_was_given(tmp_path,
+                                                                        monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    config = parse_config(tree(), env={"DATA_SOURCE": "../shared/h.tgz"})
+    assert config.data.source == str((tmp_path / "../shared/h.tgz").resolve())
+    kept = parse_config(tree(), env={"DATA_SOURCE": "https://example.org/h.tgz"})
+    assert kept.data.source == "https://example.org/h.tgz"
+
+
+def test_the_make_front_door_resolves_a_relative_data_source_once(tmp_path):
+    import subprocess
+
+    from tests.conftest import ROOT
+
+    done = subprocess.run(["make", "-s", "-C", str(ROOT), "-f", "Makefile", "--eval",
+                           "show: ; @echo $$DATA_SOURCE", "show",
+                           "DATA_SOURCE=../shared/datasets/housing.tgz"],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert done.stdout.strip() == str(ROOT.parent / "shared/datasets/housing.tgz")
+
+
 def test_missing_and_malformed_files(tmp_path):
     with pytest.raises(ConfigError, match="not found"):
         load_config(tmp_path / "nope.yaml")

@@ -10,6 +10,7 @@ import pytest
 
 from tabreg.config import BATCH, ROW_ID, load_config
 from tabreg.data import archive, ingest, source, synthetic
+from tabreg.data.landing import BatchRejected
 from tabreg.errors import ArchiveError, SchemaError, SourceError
 from tabreg.steps import data as steps
 from tests.conftest import ROOT, set_params
@@ -189,9 +190,10 @@ def test_bad_batch_leaves_previous_raw_table_untouched(make_project):
     raw = root / config.paths.raw
     before = raw.read_bytes()
     write(root / "data/landing/2026-01-bad.csv", header().replace(",", ";") + "\n")
-    with pytest.raises(SchemaError, match=r"2026-01-bad\.csv: .*delimited by ';'"):
-        steps.ingest(config, root)
+    with pytest.raises(BatchRejected, match=r"2026-01-bad\.csv: .*delimited by ';'"):
+        steps.ingest(config, root)  # refused, and moved to the quarantine with its reason
     assert raw.read_bytes() == before
+    assert not (root / "data/landing/2026-01-bad.csv").exists()
     assert not [p for p in raw.parent.iterdir() if p.name.endswith(".tmp")]
 
 

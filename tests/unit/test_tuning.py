@@ -14,6 +14,7 @@ from tabreg.config import load_config, parse_config
 from tabreg.errors import ConfigError
 from tabreg.models.candidates import Candidate
 from tabreg.tuning import check_space, storage_url, study_name, suggest
+from tabreg.tuning.study import claim, decode_oof, encode_oof, ensure_budget, open_storage
 from tests.conftest import ROOT, set_params
 
 CONFIG = load_config(ROOT / "params.yaml", env={})
@@ -53,10 +54,32 @@ def test_study_name_follows_data_and_space_not_budget():
     assert study_name(config_with(cv_folds=5), "abc123") != base
 
 
-def test_storage_defaults_to_sqlite_in_the_project(tmp_path):
-    assert storage_url(CONFIG, tmp_path) == f"sqlite:///{tmp_path.resolve()}/optuna.db"
+def test_storage_defaults_to_a_journal_file_in_the_project(tmp_path):
+    assert storage_url(CONFIG, tmp_path) == f"journal:{tmp_path.resolve()}/optuna.journal"
     env_config = load_config(ROOT / "params.yaml", env={"OPTUNA_STORAGE": "postgresql://h/db"})
     assert storage_url(env_config, tmp_path) == "postgresql://h/db"
+
+
+def test_an_unreachable_database_is_named_without_its_password():
+    with pytest.raises(ConfigError, match=r"postgresql://u:\*\*\*@127\.0\.0\.1:9/db cannot be"):
+        open_storage("postgresql://u:secret@127.0.0.1:9/db")
+
+
+def test_budget_is_created_up_front_with_every_family_first():
+    study = optuna.create_study()
+    assert ensure_budget(study, 5, ("random_forest", "mlp")) == 5
+    fixed = [t.system_attrs.get("fixed_params") for t in study.trials]
+    assert fixed == [{"family": "random_forest"}, {"family": "mlp"}, {}, {}, {}]
+    assert ensure_budget(study, 5, ("random_forest", "mlp")) == 5  # idempotent
+    first = claim(study, budget=5)
+    assert first.number == 0
+    assert claim(study, budget=1) is None  # trial 0 taken; trial 1 is beyond this budget
+    assert ensure_budget(study, 7, ("random_forest",)) == 6
+
+
+def test_out_of_fold_predictions_survive_the_storage():
+    values = np.random.default_rng(0).normal(200_000, 80_000, 1000)
+    np.testing.assert_allclose(decode_oof(encode_oof(values)), values, rtol=1e-6)
 
 
 @pytest.mark.parametrize(
@@ -82,16 +105,21 @@ def test_unknown_parameter_names_fail_before_any_work():
     check_space(CONFIG)
 
 
-def _finished(storage: str) -> list[optuna.trial.FrozenTrial]:
+def _trials(root) -> list[optuna.trial.FrozenTrial]:
+    storage = open_storage(f"journal:{root / 'optuna.journal'}")
     studies = optuna.get_all_study_summaries(storage)
     if not studies:
         return []
-    study = optuna.load_study(study_name=studies[0].study_name, storage=storage)
-    return [t for t in study.trials if t.state.name in ("COMPLETE", "PRUNED", "FAIL")]
+    assert len(studies) == 1  # the same study, resumed
+    return optuna.load_study(study_name=studies[0].study_name, storage=storage).trials
+
+
+def _finished(root) -> list[optuna.trial.FrozenTrial]:
+    return [t for t in _trials(root) if t.state.name in ("COMPLETE", "PRUNED", "FAIL")]
 
 
 def test_killed_study_resumes_keeping_finished_trials(make_project):
-    root = make_project(rows=1500, tune={"n_trials": 40, "timeout": None,
+    root = make_project(rows=1500, tune={"n_trials": 40, "timeout": None, "workers": 2,
                                          "families": ["random_forest"]})
     env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
 
@@ -101,25 +129,25 @@ def test_killed_study_resumes_keeping_finished_trials(make_project):
 
     for step in ("ingest", "validate", "split"):
         assert cli(step).wait() == 0
-    storage = f"sqlite:///{root / 'optuna.db'}"
     proc = cli("tune")
     deadline = time.time() + 120
-    while time.time() < deadline and len(_finished(storage)) < 3:
+    while time.time() < deadline and len(_finished(root)) < 3:
         time.sleep(0.3)
-    proc.send_signal(signal.SIGKILL)
+    proc.send_signal(signal.SIGKILL)  # the workers die with it and fail their trials
     proc.wait()
-    before = {t.number: (t.params, t.value, t.state) for t in _finished(storage)}
-    assert len(before) >= 3
+    while time.time() < deadline and any(t.state.name == "RUNNING" for t in _trials(root)):
+        time.sleep(0.3)
+    before = {t.number: (t.params, t.value, t.state) for t in _finished(root)}
+    assert len(before) >= 3 and sorted(before) == list(range(len(before)))
 
     set_params(root, "tune", n_trials=len(before) + 2)
     resumed = cli("tune")
     _, err = resumed.communicate(timeout=300)
     assert resumed.returncode == 0, err.decode()
-    after = _finished(storage)
+    after = _finished(root)
     assert {t.number: (t.params, t.value, t.state) for t in after
             if t.number in before} == before  # kept, untouched
     assert len(after) == len(before) + 2  # only the missing trials ran
-    assert len(optuna.get_all_study_summaries(storage)) == 1  # the same study, resumed
 
 
 def test_blend_selection_averages_members_that_err_differently():

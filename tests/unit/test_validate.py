@@ -45,6 +45,7 @@ def make_valid(n: int = 1200, seed: int = 7, batch: str = "housing.tgz") -> pd.D
     bedrooms[::100] = np.nan
     population = rng.integers(50, 4000, n).astype(float)
     households = np.maximum(1.0, np.round(population * rng.uniform(0.2, 0.6, n)))
+    income = np.round(rng.uniform(0.4999, 15.0001, n), 4)
     frame = pd.DataFrame({
         "row_id": _hex_ids(n, seed),
         "batch": pd.Series([batch] * n, dtype="str"),
@@ -55,8 +56,10 @@ def make_valid(n: int = 1200, seed: int = 7, batch: str = "housing.tgz") -> pd.D
         "total_bedrooms": bedrooms,
         "population": population,
         "households": households,
-        "median_income": np.round(rng.uniform(0.4999, 15.0001, n), 4),
-        "median_house_value": np.round(rng.uniform(14999, 500001, n)),
+        "median_income": income,
+        # The value follows income (rank correlation about 0.8), as in the real data.
+        "median_house_value": np.clip(np.round(income * 30000 + rng.normal(0, 60000, n)),
+                                      14999, 500001),
         "ocean_proximity": pd.Series(rng.choice(CATEGORIES, n), dtype="str"),
     })
     return frame
@@ -103,7 +106,10 @@ def test_valid_frame_passes_raw(valid: pd.DataFrame, valid_report: V.ValidationR
     assert column_set == COLUMNS
     assert valid_report.success, valid_report.summary()
     assert valid_report.failures == ()
-    assert valid_report.evaluated == len(json.loads(RAW.read_text())["expectations"])
+    suite = json.loads(RAW.read_text())
+    own = suite["meta"]["tabreg_checks"]  # the project's checks: one per pair, one per column
+    assert valid_report.evaluated == len(suite["expectations"]) + sum(
+        len(c["kwargs"].get("column_list", [None])) for c in own)
     assert "passed" in valid_report.summary()
 
 
@@ -277,6 +283,8 @@ def test_missing_column(valid: pd.DataFrame, valid_report) -> None:
         (OF_TYPE, ("median_income",)),
         (NOT_NULL, ("median_income",)),
         (BETWEEN, ("median_income",)),
+        (V.NOT_CONSTANT, ("median_income",)),
+        (V.RANK_CORRELATION, ("median_income", "median_house_value")),
     }
     assert "no column 'median_income'" in report.summary()
     assert report.summary().splitlines()[1].lstrip(" -").startswith(COLUMN_SET)
@@ -291,6 +299,7 @@ def test_renamed_column(valid: pd.DataFrame, valid_report) -> None:
         (NOT_NULL, ("population",)),
         (BETWEEN, ("population",)),
         (PAIR, ("population", "households")),
+        (V.NOT_CONSTANT, ("population",)),
     }
 
 

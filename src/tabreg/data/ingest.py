@@ -4,9 +4,9 @@ The raw table is a pure function of the source archive and the batch files: the 
 in file order, then each landing batch (in file-name order) with the rows already present
 dropped. Every row carries a stable identity (``row_id``) and the name of the file it came from
 (``batch``), which later steps use to de-duplicate, split and trace lineage. Structural problems
-(empty file, wrong delimiter, wrong columns, text in numbers, repeated rows) are reported here,
-with file, column and line, before anything is written; content rules are the validation
-step's job.
+(empty file, wrong delimiter, wrong columns, ragged rows, unterminated quotes, text in numbers,
+numbers a float32 feature cannot hold, repeated rows) are reported here, with file, column and
+line, before anything is written; content rules are the validation step's job.
 """
 
 from __future__ import annotations
@@ -74,32 +74,100 @@ def _check_header(header: Sequence[str], schema: SchemaConfig, name: str) -> Non
         )
 
 
-def _non_numeric(text: pd.DataFrame, columns: Iterable[str]) -> list[str]:
-    lines = []
+#: The largest magnitude the model's float32 features hold; a larger number (or an infinity)
+#: would reach the model as ``inf`` and break it, so it is a type error, like text.
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+
+
+def _open_text(path: Path):
+    if path.name.lower().endswith(".gz"):
+        import gzip
+
+        return gzip.open(path, "rt", encoding="utf-8", newline="")
+    return open(path, encoding="utf-8", newline="")
+
+
+def record_lines(path: Path, n_fields: int, name: str) -> np.ndarray:
+    """The line on which each data record of a CSV file starts (blank lines skipped, as
+    pandas does); a record with another number of fields than the header (a ragged row) or a
+    quoted field that never closes is a :class:`SchemaError` naming the file and the line.
+
+    pandas alone reports neither well: a short row is silently padded with missing values, a
+    long one or an open quote raises a ``ParserError`` without the file's name.
+    """
+    lines: list[int] = []
+    start, header_seen = 1, False
+    try:
+        with _open_text(path) as handle:
+            reader = csv.reader(handle, strict=True)
+            try:
+                for record in reader:
+                    if record and not header_seen:
+                        header_seen = True
+                    elif record:
+                        if len(record) != n_fields:
+                            raise SchemaError(
+                                f"{name}, line {start}: a ragged row: {len(record)} fields "
+                                f"where the header has {n_fields}")
+                        lines.append(start)
+                    start = reader.line_num + 1
+            except csv.Error as exc:
+                if "end of data" in str(exc):
+                    raise SchemaError(f"{name}, line {start}: a quoted field opened on this "
+                                      "line is never closed (unterminated quote)") from None
+                raise SchemaError(f"{name}, line {start}: malformed CSV ({exc})") from None
+    except UnicodeDecodeError as exc:
+        raise SchemaError(f"{name}: not a readable CSV file ({exc})") from None
+    return np.asarray(lines, dtype=np.int64)
+
+
+def _bad_numbers(text: pd.DataFrame, columns: Iterable[str], lines: np.ndarray) -> list[str]:
+    """Each numeric column's cells that are not a number a float32 feature can hold: text
+    (``n/a``: only an empty cell is missing), infinities, and magnitudes above float32's."""
+    out = []
+    if len(lines) != len(text):  # pragma: no cover - the two readers disagree: count rows
+        lines = np.arange(2, len(text) + 2)
     for column in columns:
         raw = text[column]
-        bad = pd.to_numeric(raw, errors="coerce").isna() & raw.notna()
-        if bad.any():
-            where = np.flatnonzero(bad.to_numpy())
-            shown = ", ".join(f"line {i + 2}: {raw.iloc[i]!r}" for i in where[:_SAMPLE])
-            lines.append(f"column {column!r}: {len(where)} non-numeric values ({shown})")
-    return lines
+        values = pd.to_numeric(raw.mask(raw == ""), errors="coerce").to_numpy(
+            dtype="float64", na_value=np.nan)
+        present = (raw != "").to_numpy()
+        for problem, bad in (
+                ("non-numeric values", present & np.isnan(values)),
+                (f"infinite or too large values (float32 holds |x| <= {FLOAT32_MAX:.4g})",
+                 present & ~np.isnan(values) & ~(np.abs(values) <= FLOAT32_MAX))):
+            if bad.any():
+                where = np.flatnonzero(bad)
+                shown = ", ".join(f"line {lines[i]}: {raw.iloc[i][:40]!r}"
+                                  for i in where[:_SAMPLE])
+                out.append(f"column {column!r}: {len(where)} {problem} ({shown})")
+    return out
 
 
 def read_csv(path: Path, schema: SchemaConfig, name: str | None = None) -> pd.DataFrame:
-    """Read one CSV file into the schema's columns and types, or say precisely what is wrong."""
+    """Read one CSV file into the schema's columns and types, or say precisely what is wrong:
+    ragged rows and open quotes (file and line), text or non-finite numbers in numeric columns
+    (file, column, line and value). Only an empty cell is a missing value."""
     name = name or path.name
-    _check_header(csv_header(path, name), schema, name)
-    dtypes = {c: "float64" for c in schema.numeric} | {c: "str" for c in schema.categorical}
-    dtypes[schema.target] = "float64"
+    header = csv_header(path, name)
+    _check_header(header, schema, name)
+    lines = record_lines(path, len(header), name)
+    numeric = (*schema.numeric, schema.target)
+    dtypes = dict.fromkeys(numeric, "float64") | dict.fromkeys(schema.categorical, "str")
+    empty_only = dict.fromkeys(header, [""])
     try:
-        frame = pd.read_csv(path, dtype=dtypes)
-    except (ValueError, pd.errors.ParserError):
-        text = pd.read_csv(path, dtype="str", quoting=csv.QUOTE_MINIMAL, on_bad_lines="error")
-        problems = _non_numeric(text, (*schema.numeric, schema.target))
-        if not problems:
-            raise
-        raise SchemaError(f"{name}: text in numeric columns: " + "; ".join(problems)) from None
+        frame = pd.read_csv(path, dtype=dtypes, keep_default_na=False, na_values=empty_only)
+    except (ValueError, pd.errors.ParserError):  # text in a numeric column
+        frame = None
+    if frame is None or not np.all(np.abs(frame[list(numeric)].to_numpy()) <= FLOAT32_MAX,
+                                   where=frame[list(numeric)].notna().to_numpy()):
+        text = pd.read_csv(path, dtype="str", keep_default_na=False)
+        problems = _bad_numbers(text, numeric, lines)
+        if problems:
+            raise SchemaError(f"{name}: wrong values in numeric columns: "
+                              + "; ".join(problems))
+        if frame is None:  # pragma: no cover - pandas refused what to_numeric accepts
+            raise SchemaError(f"{name}: numeric columns could not be read as numbers")
     if frame.empty:
         raise SchemaError(f"{name}: the file has a header but no rows")
     return frame[list(schema.columns)].reset_index(drop=True)

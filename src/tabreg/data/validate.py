@@ -171,6 +171,7 @@ def load_suite(path: str | os.PathLike[str]) -> ExpectationSuite:
         raise ValidationFailed(f"{path}: invalid expectation suite: GX kept "
                                f"{len(suite.expectations)} of {len(data['expectations'])} "
                                "expectations")
+    own_checks(data.get("meta") or {}, path)
     return suite
 
 
@@ -199,8 +200,9 @@ def validate_frame(frame: pd.DataFrame, suite_path: str | os.PathLike[str], *,
         result_format["unexpected_index_column_names"] = [ROW_ID]
     batch = batch_definition.get_batch(batch_parameters={"dataframe": frame})
     result = batch.validate(suite, result_format=result_format)
-    return _report(suite.name, result.to_json_dict(), sample_size,
-                   present=[str(c) for c in frame.columns], order=order)
+    report = _report(suite.name, result.to_json_dict(), sample_size,
+                     present=[str(c) for c in frame.columns], order=order)
+    return _with_own_checks(report, frame, own_checks(suite.meta or {}, suite_path))
 
 
 # --------------------------------------------------------------------------------------------
@@ -336,6 +338,126 @@ def _jsonable(value: Any) -> Any:
     if hasattr(value, "item"):  # numpy scalars
         return _jsonable(value.item())
     return str(value)
+
+
+# --------------------------------------------------------------------------------------------
+# The project's own checks: rules Great Expectations 1.x has no expectation for
+#
+# GX 1.24 has no expectation on the correlation of two columns, and its unique-value count
+# cannot be limited to tables of a minimum size (a one-row batch has one value in every
+# column). So these two rules are the project's own. They are declared with the contract, in
+# the suite's JSON under ``meta.tabreg_checks`` (``type``, ``kwargs``, ``meta.why``, like an
+# expectation: the columns and the floor are data, not code), run by :func:`validate_frame`
+# after GX, and reported as :class:`Failure` like GX's; the JSON report keeps their results
+# under ``result.tabreg_checks`` (the HTML page shows GX's results only).
+
+#: The target still follows its strongest feature: Spearman's rank correlation of
+#: ``column_A`` and ``column_B`` (rows where both are present) is at least ``min_value`` on
+#: any table of at least ``min_rows`` such rows. Shuffled labels bring it near 0.
+RANK_CORRELATION = "expect_column_pair_rank_correlation_to_be_at_least"
+#: No column of ``column_list`` is stuck at one repeated value, on tables of at least
+#: ``min_rows`` rows (one failure per stuck column).
+NOT_CONSTANT = "expect_column_values_to_not_be_constant"
+_OWN_KWARGS = {RANK_CORRELATION: {"column_A", "column_B", "min_value", "min_rows"},
+               NOT_CONSTANT: {"column_list", "min_rows"}}
+
+
+@dataclass(frozen=True)
+class OwnCheck:
+    """One of the project's checks as declared in a suite's ``meta.tabreg_checks``."""
+
+    type: str
+    kwargs: Mapping[str, Any]
+
+
+def own_checks(meta: Mapping[str, Any], path: str | os.PathLike[str]) -> list[OwnCheck]:
+    """The checks declared under ``meta.tabreg_checks``; a malformed one is an error naming it
+    (as a mistyped expectation is: a typo must not silently weaken the contract)."""
+    declared = meta.get("tabreg_checks") or []
+    if not isinstance(declared, list):
+        raise ValidationFailed(f"{path}: meta.tabreg_checks must be a list")
+    checks = []
+    for i, item in enumerate(declared):
+        kind = item.get("type") if isinstance(item, dict) else None
+        kwargs = item.get("kwargs") if isinstance(item, dict) else None
+        where = f"{path}: invalid expectation suite: meta.tabreg_checks #{i} ({kind})"
+        if kind not in _OWN_KWARGS:
+            raise ValidationFailed(f"{where}: unknown type; known: {sorted(_OWN_KWARGS)}")
+        if not isinstance(kwargs, dict) or set(kwargs) != _OWN_KWARGS[kind]:
+            raise ValidationFailed(f"{where}: kwargs must be exactly "
+                                   f"{sorted(_OWN_KWARGS[kind])}")
+        if not (isinstance(kwargs["min_rows"], int) and kwargs["min_rows"] >= 2):
+            raise ValidationFailed(f"{where}: min_rows must be an integer of at least 2")
+        checks.append(OwnCheck(kind, kwargs))
+    return checks
+
+
+def _numbers(frame: pd.DataFrame, column: str) -> pd.Series:
+    return pd.to_numeric(frame[column], errors="coerce").astype("float64")
+
+
+def _rank_correlation(frame: pd.DataFrame, kwargs: Mapping[str, Any]) -> list[dict]:
+    a, b, floor, min_rows = (kwargs[k] for k in ("column_A", "column_B", "min_value",
+                                                  "min_rows"))
+    outcome = {"columns": [a, b], "min_value": floor, "min_rows": min_rows}
+    absent = [c for c in (a, b) if c not in frame.columns]
+    if absent:
+        return [{**outcome, "success": False,
+                 "error": "no column " + ", ".join(repr(c) for c in absent) + " in the table"}]
+    pair = pd.DataFrame({"a": _numbers(frame, a), "b": _numbers(frame, b)}).dropna()
+    if len(pair) < min_rows:
+        return [{**outcome, "success": True, "rows": len(pair), "observed_value": None}]
+    rho = float(pair["a"].rank().corr(pair["b"].rank()))  # Spearman: Pearson of the ranks
+    return [{**outcome, "success": math.isfinite(rho) and rho >= floor, "rows": len(pair),
+             "observed_value": rho}]
+
+
+def _not_constant(frame: pd.DataFrame, kwargs: Mapping[str, Any]) -> list[dict]:
+    outcomes = []
+    for column in kwargs["column_list"]:
+        outcome: dict[str, Any] = {"columns": [column], "min_rows": kwargs["min_rows"]}
+        if column not in frame.columns:
+            outcomes.append({**outcome, "success": False,
+                             "error": f"no column {column!r} in the table"})
+            continue
+        values = _numbers(frame, column).dropna()
+        stuck = len(frame) >= kwargs["min_rows"] and values.nunique() == 1
+        outcomes.append({**outcome, "success": not stuck, "rows": len(frame),
+                         "distinct_values": int(values.nunique()),
+                         "value": float(values.iloc[0]) if stuck else None})
+    return outcomes
+
+
+_RUN_OWN = {RANK_CORRELATION: _rank_correlation, NOT_CONSTANT: _not_constant}
+
+
+def _own_failure(check: OwnCheck, outcome: Mapping[str, Any]) -> Failure:
+    parts = [f"{k}={_short(outcome[k])}" for k in ("min_value", "min_rows") if k in outcome]
+    if outcome.get("error"):
+        parts.append(f"error: {outcome['error']}")
+    elif check.type == RANK_CORRELATION:
+        parts.append(f"observed {_short(outcome['observed_value'])} on {outcome['rows']} rows")
+    else:
+        parts.append(f"observed one value in all {outcome['rows']} rows")
+    sample = (outcome["value"],) if outcome.get("value") is not None else ()
+    return Failure(expectation=check.type, columns=tuple(outcome["columns"]),
+                   unexpected_count=None, unexpected_percent=None, sample=sample,
+                   sample_row_ids=(), detail=", ".join(parts))
+
+
+def _with_own_checks(report: ValidationReport, frame: pd.DataFrame,
+                     checks: list[OwnCheck]) -> ValidationReport:
+    """``report`` with the project's checks run on ``frame`` and merged in after GX's."""
+    if not checks:
+        return report
+    outcomes = [(check, outcome) for check in checks
+                for outcome in _RUN_OWN[check.type](frame, check.kwargs)]
+    failures = tuple(_own_failure(c, o) for c, o in outcomes if not o["success"])
+    result = {**report.result,
+              "tabreg_checks": [{"type": c.type, **o} for c, o in outcomes]}
+    return ValidationReport(suite=report.suite, success=report.success and not failures,
+                            evaluated=report.evaluated + len(outcomes),
+                            failures=report.failures + failures, result=result)
 
 
 # --------------------------------------------------------------------------------------------

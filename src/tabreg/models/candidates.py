@@ -66,8 +66,10 @@ def from_flat(flat: dict[str, Any]) -> Candidate | Blend:
     return Candidate.from_flat(flat)
 
 
-def make_estimator(candidate: Candidate, config: Config, *, n_jobs: int = -1) -> BaseEstimator:
-    """The model part of a candidate, seeded from the configuration."""
+def make_estimator(candidate: Candidate, config: Config, *, n_jobs: int = 1) -> BaseEstimator:
+    """The model part of a candidate, seeded from the configuration. ``n_jobs`` is the fit's
+    share of the cores (``tabreg.resources``); it stays in the saved model, where 1 suits
+    serving (starting threads costs more than a few rows' prediction)."""
     seed = config.tune.seed
     params = dict(candidate.params)
     if candidate.family == "random_forest":
@@ -89,7 +91,7 @@ def make_estimator(candidate: Candidate, config: Config, *, n_jobs: int = -1) ->
 
 
 def make_pipeline(candidate: Candidate | Blend, config: Config, *,
-                  n_jobs: int = -1) -> BaseEstimator:
+                  n_jobs: int = 1) -> BaseEstimator:
     """Preprocessing (the book's features, with the candidate's overrides) + the model; for a
     blend, sklearn's VotingRegressor over one such pipeline per member."""
     from tabreg.features import build_preprocessor

@@ -11,7 +11,7 @@ import pandas as pd
 
 from tabreg.config import BATCH, Config
 from tabreg.errors import ValidationFailed
-from tabreg.io import read_table, write_json, write_table, write_text
+from tabreg.io import file_md5, read_table, write_json, write_table, write_text
 from tabreg.steps import reports_dir
 
 log = logging.getLogger(__name__)
@@ -46,18 +46,29 @@ def read_source(config: Config, root: Path) -> pd.DataFrame:
 
 
 def ingest(config: Config, root: Path) -> dict:
+    """Append the landing batches to the source table. A batch the landing record has not
+    accepted yet is judged by the batch contract first and, if bad, quarantined (as the
+    retrain flow would): then nothing is ingested and the step fails naming it."""
     from tabreg.data import ingest as ing
+    from tabreg.data import landing
 
     data = config.data
+    files = ing.landing_files(root / data.landing_dir)
+    checked = landing.screen(config, root, landing.unjudged(config, root, files), by="ingest")
+    checked.refuse()
     base = ing.with_identity(read_source(config, root), config.schema, base_batch_name(config),
                              data.id_column)
     batches = [
+        checked.accepted[path.name] if path.name in checked.accepted else
         ing.with_identity(ing.read_csv(path, config.schema), config.schema, path.name,
                           data.id_column)
-        for path in ing.landing_files(root / data.landing_dir)
+        for path in files
     ]
     table, infos = ing.append_batches(base, batches)
     write_table(table, root / config.paths.raw)
+    landing.note(config, root, {i.name: {"status": "ingested", "rows": i.rows_read,
+                                         "new_rows": i.rows_added} for i in infos[1:]},
+                 by="ingest")
     # The report is tracked by git: it names the data by checksum, not by where it was read.
     result = {"sha256": data.sha256, "member": data.member, **ing.summary(infos, table)}
     write_json(result, reports_dir(config, root) / "ingest.json")
@@ -74,6 +85,8 @@ def validate(config: Config, root: Path) -> dict:
     """Validate the raw table (raw contract) and each appended batch (batch contract)."""
     from tabreg.data import validate as val
 
+    # The result names the table it judged, so split can tell a stale result from a fresh one.
+    judged = {"path": config.paths.raw, "md5": file_md5(root / config.paths.raw)}
     table = read_table(root / config.paths.raw)
     out = validation_dir(config, root)
     sample = config.validation.sample_size
@@ -89,6 +102,7 @@ def validate(config: Config, root: Path) -> dict:
              for key, rep in reports.items()}
     result = {
         "success": all(r.success for r in reports.values()),
+        "table": judged,
         "tables": {key: {"success": r.success, "evaluated": r.evaluated,
                          "failed": len(r.failures), "files": files[key]}
                    for key, r in reports.items()},
@@ -97,19 +111,50 @@ def validate(config: Config, root: Path) -> dict:
     failed = [key for key, r in reports.items() if not r.success]
     if failed:
         text = "\n\n".join(reports[key].summary() for key in failed)
+        moved = _quarantine_failed(config, root, {key.removeprefix("batch-"): reports[key]
+                                                  for key in failed if key.startswith("batch-")})
         raise ValidationFailed(
             f"validation failed for {', '.join(failed)}; nothing downstream was run.\n{text}\n"
-            f"Full results: {out.relative_to(root)}/ (JSON and HTML)")
+            f"Full results: {out.relative_to(root)}/ (JSON and HTML){moved}")
     log.info("validate: %d tables pass their contracts", len(reports))
     return result
 
 
+def _quarantine_failed(config: Config, root: Path, failed: dict) -> str:
+    """Quarantine the landing files of the batches that failed their contract here (a batch
+    ingested before the record knew it, or under an older suite), as ingest and the retrain
+    flow would; returns what to tell the user."""
+    from tabreg.data import landing
+
+    landing_dir = root / config.data.landing_dir
+    files = [landing_dir / name for name in failed if (landing_dir / name).is_file()]
+    if not files:
+        return ""
+    reasons = {p.name: failed[p.name].summary() for p in files}
+    where = landing.quarantine(config, root, files, reasons, by="validate")
+    return (f"\n{', '.join(sorted(reasons))} moved to {where.relative_to(root)}/ with the "
+            "reason; run ingest again (or `dvc repro`) to rebuild the raw table without it")
+
+
 def _require_valid(config: Config, root: Path) -> None:
+    """Split only the very table the last validation passed: a validate killed after an
+    ingest (or never run) leaves a result about other rows, which must not vouch for these."""
     summary = validation_dir(config, root) / "summary.json"
-    if summary.exists() and not json.loads(summary.read_text())["success"]:
+    shown, raw = summary.relative_to(root), config.paths.raw
+    again = "run the validate step first (`python -m tabreg validate`, or `dvc repro`)"
+    if not summary.exists():
+        raise ValidationFailed(f"{raw} has not been validated (no {shown}): {again}")
+    result = json.loads(summary.read_text())
+    if not result["success"]:
+        raise ValidationFailed(f"the last validation failed ({shown}): fix the data and "
+                               "run the validate step before splitting")
+    judged = (result.get("table") or {}).get("md5")
+    now = file_md5(root / raw)
+    if judged != now:
         raise ValidationFailed(
-            f"the last validation failed ({summary.relative_to(root)}): fix the data and "
-            "run the validate step before splitting")
+            f"{shown} judged {raw} with md5 {judged or '(not recorded)'}, but the table now has "
+            f"md5 {now}: its rows were not validated (an ingest ran after the last validate, "
+            f"or validate was stopped); {again}")
 
 
 def split(config: Config, root: Path) -> dict:

@@ -52,10 +52,20 @@ def _data_version(config: Config, root: Path) -> str:
 def preflight(config: Config, root: Path) -> None:
     """Everything that can fail before work starts: the tracking store, the search space and
     the training device. Called by the flow before ingest and by the tune step."""
-    from tabreg import tracking, tuning
+    import os
 
+    from tabreg import tracking, tuning
+    from tabreg.resources import resolve_workers
+    from tabreg.services.reachability import check_reachable
+
+    # Every shared service named by configuration answers, or one error names each that
+    # does not: in seconds, before an hour of tuning.
+    check_reachable(tracking.tracking_uri(config, root), tuning.storage_url(config, root),
+                    os.environ.get("PREFECT_API_URL"))
     tracking.check_reachable(tracking.tracking_uri(config, root))
     tuning.check_space(config)
+    if config.tune.launcher != "prefect":  # Prefect's workers may run on other hosts
+        resolve_workers(config.tune.workers, oversubscribe=config.tune.oversubscribe)
     if "mlp" in config.tune.families:
         from tabreg.models.mlp import resolve_device
 
@@ -107,14 +117,15 @@ def tune(config: Config, root: Path) -> dict:
         mlflow.log_params(tracking.flat_params(config, MODEL_SECTIONS))
         _log_dataset(train, config, "train", config.paths.train, "training")
         started = time.perf_counter()
-        # The study is keyed on the training split it scores (a new split is a new study),
-        # which changes with the data version and with the split parameters.
-        result = tuning.tune(config, train, root=root,
-                             data_version=train.attrs["md5"] or version,
-                             parent_run_id=parent.info.run_id)
+        # The study is keyed on the training split it scores (a new split is a new study).
+        result = tuning.tune(config, root, parent_run_id=parent.info.run_id)
         seconds = time.perf_counter() - started
         out = reports_dir(config, root) / "tuning"
         write_json(result.trials, out / "trials.json")
+        study = {"study": result.study, "budget": result.budget, "trials": result.counts(),
+                 "per_family": result.per_family(), "stopped_by_guard": result.guard is not None,
+                 "guard": result.guard, "seconds": round(seconds, 1), **result.workers}
+        write_json(study, out / "study.json")
         figures = [plots.tuning_history(result.trials, out / "history.png")]
         if result.importances:
             figures.append(plots.param_importances(result.importances, out / "importances.png"))
@@ -122,7 +133,10 @@ def tune(config: Config, root: Path) -> dict:
             mlflow.log_artifact(str(figure), "tuning")
         mlflow.log_metrics({"best_cv_rmse": result.best_value, "tuning_seconds": seconds})
         mlflow.set_tags({"study": result.study, "best_family": result.best.family,
-                         "best_trial": str(result.best_trial)})
+                         "best_trial": str(result.best_trial),
+                         "tuning.guard": result.guard or "not fired",
+                         "tuning.trials_per_family": json.dumps(result.per_family())})
+        mlflow.log_dict(study, "tuning/study.json")
         if result.blend:
             mlflow.log_dict(result.blend, "tuning/blend.json")
     summary = {
@@ -132,6 +146,10 @@ def tune(config: Config, root: Path) -> dict:
         "best_trial": result.best_trial,
         "blend": result.blend,
         "trials": result.counts(),
+        "budget": result.budget,
+        "per_family": result.per_family(),
+        "guard": result.guard,
+        "workers": result.workers,
         "seconds": round(seconds, 1),
         "parent_run_id": parent.info.run_id,
         "data_version": version,
@@ -187,6 +205,7 @@ def train(config: Config, root: Path) -> dict:
 
     from tabreg import tracking
     from tabreg.models.candidates import from_flat, make_pipeline
+    from tabreg.resources import fit_threads, thread_budget
 
     tuning = read_json(root / TUNING_FILE, "tune")
     candidate = from_flat(tuning["best"])
@@ -195,7 +214,8 @@ def train(config: Config, root: Path) -> dict:
     frame.attrs["md5"] = recorded_md5(root, config.paths.train)
     features = list(config.schema.features)
     X, y = frame[features], frame[config.schema.target].to_numpy(dtype=float)
-    pipeline = make_pipeline(candidate, config)
+    threads = fit_threads(1)
+    pipeline = make_pipeline(candidate, config, n_jobs=threads)
     with mlflow.start_run(run_name=f"train-{candidate.family}", nested=True,
                           parent_run_id=tuning["parent_run_id"],
                           tags={"kind": "train", "family": candidate.family,
@@ -204,7 +224,8 @@ def train(config: Config, root: Path) -> dict:
         mlflow.log_params({**candidate.flat(), **tracking.flat_params(config, ("train",))})
         _log_dataset(frame, config, "train", config.paths.train, "training")
         started = time.perf_counter()
-        pipeline.fit(X, y)
+        with thread_budget(threads, with_torch=_family_requirements(candidate) == "mlp"):
+            pipeline.fit(X, y)
         seconds = time.perf_counter() - started
         history = _history(pipeline)
         for h in history:
@@ -236,6 +257,7 @@ def evaluate(config: Config, root: Path) -> dict:
 
     from tabreg import tracking
     from tabreg.evaluation import card, metrics, plots, slices
+    from tabreg.resources import fit_threads, thread_budget
 
     trained = read_json(root / TRAIN_FILE, "train")
     tuning = read_json(root / TUNING_FILE, "tune")
@@ -243,7 +265,8 @@ def evaluate(config: Config, root: Path) -> dict:
     test = read_table(root / config.paths.test)
     test.attrs["md5"] = recorded_md5(root, config.paths.test)
     y = test[config.schema.target].to_numpy(dtype=float)
-    pred = np.asarray(model.predict(test[list(config.schema.features)]), dtype=float)
+    with thread_budget(fit_threads(1)):
+        pred = np.asarray(model.predict(test[list(config.schema.features)]), dtype=float)
     ev = config.evaluate
     scores = metrics.regression_metrics(y, pred)
     low, high = metrics.bootstrap_rmse(y, pred, n_resamples=ev.bootstrap,

@@ -61,26 +61,20 @@ def gate(config: Config, root: Path, *, trigger: str) -> dict:
     test = read_table(root / config.paths.test)
     y = test[config.schema.target].to_numpy(dtype=float)
     new = _predict(registry.load_version(name, challenger, "challenger"), test, config)
-    old = unfair = None
+    old = unfair = recorded = None
+    version = recorded_data_version(root, config.paths.raw) or "unrecorded"
     if champion is not None:
         old = _predict(registry.load_version(name, champion, "champion"), test, config)
-        version = recorded_data_version(root, config.paths.raw) or "unrecorded"
         unfair = registry.unfair_reason(champion.tags, config, version)
+        recorded = registry.recorded_score(champion.tags)
     slices = {s.name: slice_labels(test, s).to_numpy() for s in config.evaluate.slices}
-    decision = rules.decide(y, new, old, rules=config.promotion, slices=slices, unfair=unfair)
+    decision = rules.decide(y, new, old, rules=config.promotion, slices=slices, unfair=unfair,
+                            recorded=recorded)
     evidence = decision.to_dict()
-    registry.set_tags(mlflow_client, name, challenger.version, {
-        "gate.outcome": decision.outcome, "gate.trigger": trigger,
-        "gate.reasons": "; ".join(decision.reasons),
-        "gate.challenger_rmse": f"{decision.challenger_rmse:.2f}",
-        "gate.champion_rmse": ("" if decision.champion_rmse is None
-                               else f"{decision.champion_rmse:.2f}"),
-        "gate.champion_version": base["champion"] or "",
-        "gate.difference": evidence["difference"],
-        "gate.slices": {f"{r['slice']}={r['value']}": round(r["change"], 4)
-                        for r in decision.slices},
-    })
+    _tag_decision(mlflow_client, name, challenger.version, decision, trigger, base["champion"])
     if decision.promote:
+        registry.set_tags(mlflow_client, name, challenger.version, registry.promoted_tags(
+            decision.challenger_rmse, decision.challenger_interval, version, decision.n_rows))
         registry.promote(mlflow_client, name, challenger.version, base["champion"])
     action = {"promote": "promote", "keep": "keep champion", "refuse": "refuse"}
     entry = registry.record(_ledger(config, root), {
@@ -90,6 +84,23 @@ def gate(config: Config, root: Path, *, trigger: str) -> dict:
     log.info("gate: %s %s version %s (%s)", action[decision.outcome], name, challenger.version,
              "; ".join(decision.reasons))
     return entry
+
+
+def _tag_decision(mlflow_client: Any, name: str, version: str, decision: Any, trigger: str,
+                  champion: str | None) -> None:
+    """The decision and its evidence as tags on the judged version (seen in the MLflow UI)."""
+    evidence = decision.to_dict()
+    registry.set_tags(mlflow_client, name, version, {
+        "gate.outcome": decision.outcome, "gate.trigger": trigger,
+        "gate.reasons": "; ".join(decision.reasons),
+        "gate.challenger_rmse": f"{decision.challenger_rmse:.2f}",
+        "gate.champion_rmse": ("" if decision.champion_rmse is None
+                               else f"{decision.champion_rmse:.2f}"),
+        "gate.champion_version": champion or "",
+        "gate.difference": evidence["difference"],
+        "gate.slices": {f"{r['slice']}={r['value']}": round(r["change"], 4)
+                        for r in decision.slices},
+    })
 
 
 def register(config: Config, root: Path) -> dict:

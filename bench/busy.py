@@ -1,0 +1,204 @@
+"""Benchmarks beside a busy process: a fit's thread budget, its cost to torch, parallel trials.
+
+A user's machine is never idle. Each figure here is measured alone and beside a CPU-bound
+neighbour pinned to core 0 (a browser, an IDE, a test run), in the same run, and reported as
+a ratio: a fit under the project's thread budget (``tabreg.resources``) beside the neighbour
+over the same fit alone; the MLP under that budget over torch's default threads, idle; and
+completed trials per minute with 2 workers over 1, idle and beside the neighbour.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from statistics import median
+
+PY = sys.executable
+
+
+@contextmanager
+def busy_neighbour(core: int = 0) -> Iterator[None]:
+    """A CPU-bound process pinned to ``core`` for the duration of the block."""
+    def pin() -> None:
+        if hasattr(os, "sched_setaffinity") and core in os.sched_getaffinity(0):
+            os.sched_setaffinity(0, {core})
+
+    proc = subprocess.Popen([PY, "-c", "while True: pass"], preexec_fn=pin)
+    try:
+        time.sleep(0.5)  # let it reach its core
+        yield
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def _seconds(fn: Callable[[], object], reps: int) -> float:
+    times = []
+    for _ in range(reps):
+        began = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - began)
+    return median(times)
+
+
+def _training_matrix(rows: int, real: Path | None):
+    """The feature matrix and target of the real training rows when the archive is at hand
+    (the first ``rows`` districts), else of generated ones."""
+    import pandas as pd
+
+    from tabreg.config import load_config
+    from tabreg.data import synthetic
+    from tabreg.features import build_preprocessor
+
+    config = load_config(Path(__file__).resolve().parents[1] / "params.yaml", env={})
+    frame, what = None, f"{rows:,} generated rows"
+    if real is not None and real.is_file():
+        import tarfile
+
+        with tarfile.open(real) as archive:
+            member = archive.extractfile(config.data.member)
+            if member is not None:
+                frame = pd.read_csv(member).sample(frac=1, random_state=0).head(rows)
+                what = f"{len(frame):,} real rows"
+    if frame is None:
+        frame = synthetic.generate(rows, seed=5)
+    y = frame[config.schema.target].to_numpy(dtype=float)
+    X = build_preprocessor(config.schema, config.features).fit_transform(frame)
+    return X, y, what
+
+
+def threads(plan, work: Path, real: Path | None, row: Callable[..., dict]) -> dict:
+    """One gradient boosting fit (300 iterations, 63 leaves) under the budget, alone and
+    beside the neighbour; the same with 2 threads for reference; the MLP's idle cost."""
+    from sklearn.ensemble import HistGradientBoostingRegressor
+    from threadpoolctl import threadpool_limits
+
+    from tabreg.resources import thread_budget, usable_cores
+
+    rows = 3000 if plan.quick else 16_512
+    X, y, what = _training_matrix(rows, real)
+    iterations, reps = (60, 1) if plan.quick else (300, 3)
+
+    def fit() -> None:
+        HistGradientBoostingRegressor(max_iter=iterations, max_leaf_nodes=63,
+                                      early_stopping=False, random_state=0).fit(X, y)
+
+    with thread_budget(1):
+        alone = _seconds(fit, reps)
+        with busy_neighbour():
+            beside = _seconds(fit, reps)
+    cores = usable_cores()
+    with threadpool_limits(limits=cores):
+        alone_all = _seconds(fit, reps)
+        with busy_neighbour():  # may collapse: one rep, bounded by the fit itself
+            beside_all = _seconds(fit, 1)
+    torch_budget, torch_default, epochs = _mlp_idle(X, y, quick=plan.quick)
+    ratio, torch_ratio = beside / alone, torch_budget / torch_default
+    return {
+        "rows": what, "hgb_iterations": iterations, "hgb_alone_s": round(alone, 3),
+        "hgb_beside_busy_s": round(beside, 3), "hgb_all_threads_alone_s": round(alone_all, 3),
+        "hgb_all_threads_beside_busy_s": round(beside_all, 3), "cores": cores,
+        "mlp_budget_s": round(torch_budget, 3), "mlp_default_threads_s": round(torch_default, 3),
+        "table": [
+            row(f"gradient boosting fit ({iterations} iterations, {what}) beside a busy "
+                "process pinned to core 0, over the same fit alone (thread budget: 1 thread)",
+                f"{beside:.2f} s", f"alone: {alone:.2f} s", f"{ratio:.2f}x", "<= 2.5x",
+                ratio <= 2.5),
+            row(f"the same fit with all {cores} threads (no budget), for reference",
+                f"{beside_all:.2f} s beside", f"alone: {alone_all:.2f} s",
+                f"{beside_all / alone_all:.2f}x"),
+            row(f"MLP fit ({epochs} epochs), idle: thread budget (1 thread) over torch's "
+                f"default ({cores} threads)", f"{torch_budget:.2f} s",
+                f"{torch_default:.2f} s", f"{torch_ratio:.2f}x", "<= 1.10x",
+                torch_ratio <= 1.10),
+        ]}
+
+
+def _mlp_idle(X, y, *, quick: bool) -> tuple[float, float, int]:
+    import torch
+
+    from tabreg.models.mlp import TorchMLPRegressor
+    from tabreg.resources import thread_budget, usable_cores
+
+    epochs = 2 if quick else 8
+
+    def fit() -> None:
+        TorchMLPRegressor(depth=2, width=128, max_epochs=epochs, patience=epochs,
+                          batch_size=256, device="cpu", random_state=0).fit(X, y)
+
+    fit()  # warm-up: allocator, thread pools
+    before = torch.get_num_threads()
+    budget, default = [], []
+    try:
+        for _ in range(1 if quick else 3):  # interleaved rounds: the machine's speed drifts
+            with thread_budget(1, with_torch=True):
+                budget.append(_seconds(fit, 1))
+            torch.set_num_threads(usable_cores())
+            default.append(_seconds(fit, 1))
+    finally:
+        torch.set_num_threads(before)
+    return median(budget), median(default), epochs
+
+
+def workers(plan, work: Path, row: Callable[..., dict]) -> dict:
+    """Completed trials per minute of one study: 2 workers over 1 on idle cores, and
+    2 workers beside the neighbour over idle."""
+    import yaml
+
+    from tabreg.config import parse_config
+    from tabreg.data import synthetic
+    from tabreg.io import write_table
+    from tabreg.tuning import tune
+
+    root = Path(__file__).resolve().parents[1]
+    rows, trials = (800, 4) if plan.quick else (4000, 12)
+    space = {"random_forest": {"n_estimators": {"low": 50, "high": 150, "int": True},
+                               "max_features": {"low": 2, "high": 8, "int": True}},
+             "hist_gradient_boosting": {"max_iter": {"low": 100, "high": 300, "int": True},
+                                        "max_leaf_nodes": {"low": 15, "high": 63,
+                                                           "int": True}}}
+    frame = synthetic.generate(rows, seed=4)
+
+    def run(name: str, n: int) -> tuple[float, float, list]:
+        raw = yaml.safe_load((root / "params.yaml").read_text())
+        folder = work / name
+        raw["tune"].update(n_trials=trials, timeout=None, cv_folds=2, workers=n,
+                           launcher="local", blend=False, space=space,
+                           families=["random_forest", "hist_gradient_boosting"],
+                           storage=f"journal:{folder / 'optuna.journal'}")
+        config = parse_config(raw, env={}, origin="bench")
+        write_table(frame, folder / config.paths.train)
+        began = time.perf_counter()
+        result = tune(config, folder)
+        seconds = time.perf_counter() - began
+        done = [(t["number"], t["params"], t["value"], t["state"]) for t in result.trials]
+        return result.counts().get("COMPLETE", 0) / seconds * 60, seconds, done
+
+    one, one_s, one_trials = run("one", 1)
+    two, _, _ = run("two", 2)
+    with busy_neighbour():
+        two_busy, _, _ = run("two-busy", 2)
+        _, one_busy_s, one_busy_trials = run("one-busy", 1)
+    speedup, kept, slower = two / one, two_busy / two, one_busy_s / one_s
+    same = one_trials == one_busy_trials
+    return {"rows": rows, "trials": trials, "one_worker_per_min": round(one, 2),
+            "two_workers_per_min": round(two, 2), "two_workers_busy_per_min": round(two_busy, 2),
+            "one_worker_seconds": round(one_s, 1), "one_worker_busy_seconds": round(one_busy_s, 1),
+            "one_worker_same_trials_busy": same,
+            "table": [
+                row(f"tuning: completed trials per minute, 2 workers over 1 ({trials} trials, "
+                    f"{rows:,} rows, 2 idle cores)", f"{two:.1f}/min", f"{one:.1f}/min",
+                    f"{speedup:.2f}x", ">= 1.6x", speedup >= 1.6),
+                row("tuning: 2 workers beside a busy process pinned to core 0, over idle",
+                    f"{two_busy:.1f}/min", f"{two:.1f}/min", f"{kept:.2f}x", ">= 0.6x",
+                    kept >= 0.6),
+                row("tuning: 1 worker beside the busy process, over idle (time); same trials "
+                    f"and values: {'yes' if same else 'NO'}", f"{one_busy_s:.0f} s",
+                    f"{one_s:.0f} s", f"{slower:.2f}x", "<= 2.2x, same trials",
+                    slower <= 2.2 and same),
+            ]}

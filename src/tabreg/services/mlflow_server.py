@@ -1,0 +1,25 @@
+"""The MLflow tracking server: runs and registry in PostgreSQL, artifacts proxied.
+
+With ``--artifacts-destination`` the server stores artifacts itself and clients upload and
+download them through its HTTP API (``mlflow-artifacts:/`` locations), so a client on another
+host needs only the server's URL, no shared folder and no cloud credentials.
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+STARTUP_TIMEOUT = 180.0  # seconds; migrations on a fresh database take a while on 2 cores
+
+
+def command(backend_uri: str, artifacts: Path, host: str, port: int, workers: int) -> list[str]:
+    return [sys.executable, "-m", "mlflow", "server",
+            "--backend-store-uri", backend_uri,
+            "--artifacts-destination", str(artifacts.resolve()),
+            "--serve-artifacts",
+            "--host", host, "--port", str(port), "--workers", str(workers)]
+
+
+def health_url(tracking_uri: str) -> str:
+    return tracking_uri.rstrip("/") + "/health"

@@ -1,0 +1,216 @@
+"""A tuning worker: claims trials of a shared study until the budget or the guard ends it.
+
+Started as ``python -m tabreg tune-worker --study NAME`` (by the tune step, once per local
+worker, or on any host by a Prefect work pool or by hand): the same code on one machine or
+many. A worker needs only the storage URL, the study's name and a checkout of the project with
+the study's data version; it reads everything else from the study (see ``tuning.study``), and
+talks to nothing but the storage. The tune step logs the trials to MLflow as they finish.
+
+Each trial is cross-validated on the training split (the test split is never read), reported
+fold by fold (and, for the MLP, epoch by epoch on the first fold) to a median pruner, under
+a thread budget (``tabreg.resources``).
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import signal
+import threading
+import time
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from tabreg.config import Config
+from tabreg.io import file_md5, read_table
+from tabreg.models.candidates import Candidate, make_pipeline
+from tabreg.tuning import study as shared
+from tabreg.tuning.space import suggest
+
+log = logging.getLogger(__name__)
+
+#: MLP epochs are reported at this offset + epoch, apart from the per-fold steps 0..k-1, so
+#: the median pruner compares epochs with epochs and folds with folds.
+EPOCH_STEP_OFFSET = 1000
+#: Epochs before an MLP trial can be pruned (the first ones are noisy).
+EPOCH_WARMUP = 5
+
+
+def rmse(y: np.ndarray, pred: np.ndarray) -> float:
+    return float(np.sqrt(np.mean((np.asarray(pred, dtype=float) - y) ** 2)))
+
+
+def cross_validate(candidate: Candidate, config: Config, frame: pd.DataFrame,
+                   report: Callable[[float, int], None] | None = None, *, n_jobs: int = 1
+                   ) -> tuple[list[float], np.ndarray]:
+    """Fold RMSEs and out-of-fold predictions of ``candidate`` on ``frame``;
+    ``report(value, step)`` may raise to prune."""
+    from sklearn.model_selection import KFold
+
+    y = frame[config.schema.target].to_numpy(dtype=float)
+    folds = KFold(n_splits=config.tune.cv_folds, shuffle=True, random_state=config.tune.seed)
+    scores: list[float] = []
+    oof = np.full(len(frame), np.nan)
+    for k, (fit_idx, val_idx) in enumerate(folds.split(frame)):
+        pipeline = make_pipeline(candidate, config, n_jobs=n_jobs)
+        fit_params = {}
+        if candidate.family == "mlp" and report is not None and k == 0:
+            def on_epoch(epoch: int, _loss: float, val_rmse: float) -> None:
+                if epoch >= EPOCH_WARMUP and math.isfinite(val_rmse):
+                    report(val_rmse, EPOCH_STEP_OFFSET + epoch)
+            fit_params["model__epoch_callback"] = on_epoch
+        pipeline.fit(frame.iloc[fit_idx], y[fit_idx], **fit_params)
+        oof[val_idx] = pipeline.predict(frame.iloc[val_idx])
+        scores.append(rmse(y[val_idx], oof[val_idx]))
+        if report is not None:
+            report(float(np.mean(scores)), k)
+    return scores, oof
+
+
+def sampler(config: Config, number: int, budget: int) -> Any:
+    """The TPE sampler for trial ``number``: seeded by the study's seed and the trial number,
+    so one worker repeats itself exactly, and parallel workers draw different random trials
+    (one seed for all would give every worker the same start-up trials)."""
+    import optuna
+
+    with warnings.catch_warnings():  # multivariate and group are marked experimental
+        warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+        return optuna.samplers.TPESampler(seed=config.tune.seed + number, multivariate=True,
+                                          group=True, n_startup_trials=min(10, budget))
+
+
+def pruner() -> Any:
+    import optuna
+
+    return optuna.pruners.MedianPruner(n_startup_trials=4, n_warmup_steps=0)
+
+
+class _Heartbeat:
+    """Beats for a trial while it runs, on storages that have a heartbeat (databases)."""
+
+    def __init__(self, study: Any, trial_id: int) -> None:
+        self._storage, self._id = study._storage, trial_id
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        if shared.has_heartbeat(self._storage):
+            self._storage.record_heartbeat(trial_id)
+            self._thread = threading.Thread(target=self._run, name="trial-heartbeat",
+                                            daemon=True)
+            self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(shared.HEARTBEAT_INTERVAL):
+            try:
+                self._storage.record_heartbeat(self._id)
+            except Exception as exc:  # a dropped connection: the next beat retries
+                log.warning("tune-worker: heartbeat failed: %s", exc)
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+
+
+def run_trial(study: Any, frozen: Any, config: Config, train: pd.DataFrame, *,
+              budget: int, threads: int) -> str:
+    """Run one claimed trial to its end and tell the study; returns its final state."""
+    import optuna
+
+    from tabreg.resources import thread_budget
+
+    heartbeat = _Heartbeat(study, frozen._trial_id)
+    study.sampler = sampler(config, frozen.number, budget)
+    try:
+        trial = optuna.Trial(study, frozen._trial_id)
+
+        def report(value: float, step: int) -> None:
+            trial.report(value, step)
+            if trial.should_prune():
+                raise optuna.TrialPruned(f"pruned at step {step} (rmse {value:,.0f})")
+
+        try:
+            candidate = suggest(trial, config)
+            with thread_budget(threads, with_torch=candidate.family == "mlp") as n_jobs:
+                scores, oof = cross_validate(candidate, config, train, report, n_jobs=n_jobs)
+        except optuna.TrialPruned:
+            study.tell(trial, state=optuna.trial.TrialState.PRUNED, skip_if_finished=True)
+            return "PRUNED"
+        except BaseException as exc:  # a stopped worker (SIGTERM, Ctrl-C) fails its trial too
+            reason = (f"{type(exc).__name__}: {exc}" if isinstance(exc, Exception)
+                      else "its worker was stopped")[:2000]
+            study._storage.set_trial_system_attr(frozen._trial_id, "fail_reason", reason)
+            study.tell(trial, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
+            if not isinstance(exc, Exception):
+                raise
+            log.warning("tune-worker: trial %d failed: %s", frozen.number, reason)
+            return "FAIL"
+        trial.set_user_attr("fold_rmse", scores)
+        trial.set_user_attr(shared.ATTR_OOF, shared.encode_oof(oof))
+        study.tell(trial, float(np.mean(scores)), skip_if_finished=True)
+        return "COMPLETE"
+    finally:
+        heartbeat.stop()
+
+
+def load_shared_study(storage_url: str, name: str) -> Any:
+    """The study ``name``, with a clear error when it does not exist."""
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    storage = shared.open_storage(storage_url)
+    try:
+        return optuna.load_study(study_name=name, storage=storage, pruner=pruner())
+    except KeyError:
+        raise shared.VersionMismatch(
+            f"no study {name!r} in {shared.redact(storage_url)}: the tune step creates it "
+            "(make tune); a worker only joins one") from None
+
+
+def study_config(study: Any) -> Config:
+    """The configuration the study was made with (stored in it), so every worker agrees."""
+    return Config.model_validate(study.user_attrs[shared.ATTR_CONFIG])
+
+
+def _stop_on_sigterm() -> None:
+    """SIGTERM (the tune step stopping its workers, Prefect cancelling a flow run) ends the
+    worker through Python, so its running trial is told FAIL rather than left RUNNING."""
+    if threading.current_thread() is threading.main_thread():
+        def stop(signum: int, _frame: Any) -> None:
+            raise SystemExit(128 + signum)
+
+        signal.signal(signal.SIGTERM, stop)
+
+
+def work(root: Path, storage_url: str, name: str, *, threads: int | None = None,
+         max_trials: int | None = None) -> dict:
+    """Claim and run trials of study ``name`` until none is left, the guard fires, or
+    ``max_trials`` ran here. Returns what this worker did."""
+    from tabreg.resources import fit_threads
+
+    _stop_on_sigterm()
+    study = load_shared_study(storage_url, name)
+    config = study_config(study)
+    train_path = root / config.paths.train
+    shared.check_versions(study, file_md5(train_path) if train_path.exists()
+                          else "missing")
+    train = read_table(train_path)
+    threads = threads or fit_threads(1)
+    done: dict[str, int] = {}
+    started = time.monotonic()
+    while max_trials is None or sum(done.values()) < max_trials:
+        budget = int(study.user_attrs[shared.ATTR_BUDGET])
+        if shared.deadline_passed(study):
+            break
+        shared.fail_dead_trials(study)
+        frozen = shared.claim(study, budget)
+        if frozen is None:
+            break
+        state = run_trial(study, frozen, config, train, budget=budget, threads=threads)
+        done[state] = done.get(state, 0) + 1
+    return {"study": name, "trials": done, "threads": threads,
+            "seconds": round(time.monotonic() - started, 1), **shared.worker_identity()}

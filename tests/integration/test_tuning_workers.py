@@ -1,0 +1,153 @@
+"""Tuning with several worker processes on one shared study (a journal file here; the same
+code runs on PostgreSQL in tests/services): an exact budget, no trial run twice, a dead
+worker's trial failed and not left running, the same trials from one worker idle or beside a
+busy process, and workers with other data refused."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+
+from tabreg.tuning.study import ATTR_WORKER, open_storage
+from tests.conftest import ROOT, set_params
+
+pytestmark = pytest.mark.integration
+ENV = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+#: Random forests only, small: each trial takes about a second.
+FOREST = {"families": ["random_forest"], "timeout": None,
+          "space": {"random_forest": {"n_estimators": {"low": 5, "high": 15, "int": True},
+                                      "max_features": {"low": 2, "high": 8, "int": True}}}}
+
+
+def cli(root: Path, *args: str, env: dict | None = None) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "tabreg", "-q", *args], cwd=root,
+                            env=env or ENV, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            text=True)
+
+
+def prepare(root: Path) -> None:
+    for step in ("ingest", "validate", "split"):
+        proc = cli(root, step)
+        _, err = proc.communicate(timeout=300)
+        assert proc.returncode == 0, err
+
+
+def trials(root: Path) -> list[optuna.trial.FrozenTrial]:
+    storage = open_storage(f"journal:{root / 'optuna.journal'}")
+    names = [s.study_name for s in optuna.get_all_study_summaries(storage)]
+    if not names:
+        return []
+    assert len(names) == 1
+    return optuna.load_study(study_name=names[0], storage=storage).trials
+
+
+def tune(root: Path, timeout: float = 600) -> str:
+    proc = cli(root, "tune")
+    _, err = proc.communicate(timeout=timeout)
+    assert proc.returncode == 0, err
+    return err
+
+
+@pytest.fixture
+def forest_project(make_project):
+    root = make_project(rows=1200, tune={**FOREST, "n_trials": 8, "workers": 2})
+    prepare(root)
+    return root
+
+
+def test_two_workers_share_the_budget_exactly(forest_project):
+    err = tune(forest_project)
+    done = trials(forest_project)
+    assert sorted(t.number for t in done) == list(range(8))  # no number twice, no extra
+    assert all(t.state.name in ("COMPLETE", "PRUNED") for t in done)
+    pids = {t.system_attrs[ATTR_WORKER]["pid"] for t in done}
+    assert len(pids) == 2, "both workers ran trials"
+    # One progress line per trial, with the budget and an estimate.
+    lines = [line for line in err.splitlines() if line.startswith("tune: trial ")]
+    assert len(lines) == 8 and all("/8 random_forest" in line for line in lines)
+    study = json.loads((forest_project / "reports/tuning/study.json").read_text())
+    assert study["workers"] == 2 and study["stopped_by_guard"] is False
+    assert study["per_family"]["random_forest"] == {"COMPLETE": 8} or \
+        sum(study["per_family"]["random_forest"].values()) == 8
+
+
+def test_a_killed_worker_leaves_a_failed_trial_and_the_other_finishes(make_project):
+    slow = {**FOREST, "space": {"random_forest": {"n_estimators": {"low": 200, "high": 300,
+                                                                   "int": True}}}}
+    root = make_project(rows=1200, tune={**slow, "n_trials": 6, "workers": 2})
+    prepare(root)
+    proc = cli(root, "tune")
+    victim, deadline = None, time.time() + 180
+    while victim is None and time.time() < deadline:
+        running = [t for t in trials(root) if t.state.name == "RUNNING"
+                   and ATTR_WORKER in t.system_attrs]
+        if running:
+            victim = running[0]
+        time.sleep(0.2)
+    assert victim is not None, "no trial started"
+    os.kill(victim.system_attrs[ATTR_WORKER]["pid"], signal.SIGKILL)
+    _, err = proc.communicate(timeout=600)
+    assert proc.returncode == 0, err
+    done = {t.number: t for t in trials(root)}
+    assert sorted(done) == list(range(6))
+    assert done[victim.number].state.name == "FAIL"
+    assert "died" in done[victim.number].system_attrs["fail_reason"]
+    others = [t for n, t in done.items() if n != victim.number]
+    assert all(t.state.name in ("COMPLETE", "PRUNED") for t in others)
+
+
+def _busy() -> subprocess.Popen:
+    """A CPU-bound neighbour, like a browser or another test run."""
+    return subprocess.Popen([sys.executable, "-c", "while True: pass"])
+
+
+def test_one_worker_gives_the_same_trials_idle_and_beside_a_busy_process(make_project,
+                                                                         tmp_path):
+    mixed = {"families": ["random_forest", "hist_gradient_boosting"], "timeout": None,
+             "n_trials": 5, "workers": 1}
+    root = make_project(rows=1200, tune=mixed)
+    prepare(root)
+    tune(root)
+    idle = [(t.number, t.params, t.value, t.state.name) for t in trials(root)]
+    (root / "optuna.journal").rename(tmp_path / "first.journal")
+    busy = _busy()
+    try:
+        tune(root)
+    finally:
+        busy.kill()
+    again = [(t.number, t.params, t.value, t.state.name) for t in trials(root)]
+    assert again == idle
+    assert {p["family"] for _, p, _, _ in idle} == set(mixed["families"])
+
+
+def test_the_time_guard_says_it_fired(forest_project):
+    set_params(forest_project, "tune", n_trials=2)
+    tune(forest_project)
+    set_params(forest_project, "tune", n_trials=200, timeout=3)  # resumes the same study
+    err = tune(forest_project)
+    assert "stopped by the time guard" in err
+    study = json.loads((forest_project / "reports/tuning/study.json").read_text())
+    assert study["stopped_by_guard"] and "of 200 trials" in study["guard"]
+    ended = sum(n for state, n in study["trials"].items() if state != "WAITING")
+    assert 2 <= ended < 200 and study["trials"]["WAITING"] == 200 - ended
+
+
+def test_a_worker_with_other_data_is_refused(forest_project, tmp_path):
+    tune(forest_project)
+    name = optuna.get_all_study_summaries(
+        open_storage(f"journal:{forest_project / 'optuna.journal'}"))[0].study_name
+    (forest_project / "data/split/train.parquet").write_bytes(
+        (forest_project / "data/split/test.parquet").read_bytes())
+    proc = cli(forest_project, "tune-worker", "--study", name)
+    _, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    assert "was made from training data" in err and "this worker has" in err
+    assert "Traceback" not in err

@@ -1,0 +1,72 @@
+"""One real stack per test session (PostgreSQL, MLflow and Prefect servers, Prefect workers,
+a DVC remote folder), in a temporary folder on free ports, stopped at the end of the session
+even when a test fails (``finally``, and ``atexit`` if the session itself dies)."""
+
+from __future__ import annotations
+
+import atexit
+import shutil
+import socket
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import ROOT
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Stack:
+    services: object  # tabreg.config.ServicesConfig
+    root: Path
+    layout: object  # tabreg.services.stack.Layout
+    exports: dict[str, str]
+    status: dict
+    started_in_s: float
+    output: list[str]
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory) -> Iterator[Stack]:
+    from tabreg.config import ServicesConfig
+    from tabreg.errors import ServiceError
+    from tabreg.services import postgres
+    from tabreg.services import stack as services_stack
+
+    try:
+        postgres.bin_dir()
+    except ServiceError as exc:
+        pytest.skip(f"no PostgreSQL binaries, the services cannot start: {exc}")
+    root = tmp_path_factory.mktemp("stack")
+    if (ROOT / "flows").is_dir():  # the tune-worker deployment comes from the project's flows
+        shutil.copytree(ROOT / "flows", root / "flows",
+                        ignore=shutil.ignore_patterns("__pycache__"))
+    ports = set()
+    while len(ports) < 3:
+        ports.add(free_port())
+    pg, ml, pf = sorted(ports)
+    services = ServicesConfig(postgres_port=pg, mlflow_port=ml, prefect_port=pf,
+                              prefect_workers=2, work_pool="tabreg-test")
+    output: list[str] = []
+
+    def stop() -> None:
+        services_stack.stop(services, root, echo=output.append)
+
+    atexit.register(stop)
+    began = time.monotonic()
+    try:
+        status = services_stack.start(services, root, echo=output.append)
+        seconds = time.monotonic() - began
+        yield Stack(services, root, services_stack.Layout.of(services, root),
+                    status["exports"], status, seconds, output)
+    finally:
+        stop()
+        atexit.unregister(stop)
