@@ -37,7 +37,7 @@ def test_quick_bench_runs_every_section(tmp_path):
     assert threads["mlp_budget_s"] > 0 and threads["mlp_default_threads_s"] > 0
     workers = sections["workers"]
     assert workers["one_worker_per_min"] > 0 and workers["two_workers_per_min"] > 0
-    assert "| tuning: completed trials per minute, 2 workers over 1" in done.stdout
+    assert "| tuning: trials ended per minute, 2 workers over 1" in done.stdout
     assert "beside a busy process pinned to core 0, over the same fit alone" in done.stdout
     assert sections["serving"]["one_row"]["p50_ms"] > 0
     assert sections["serving"]["hundred_rows"]["requests_per_s"] > 0

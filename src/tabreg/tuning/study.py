@@ -244,5 +244,7 @@ def trial_record(t: Any) -> dict:
     return {"number": t.number, "state": t.state.name, "value": t.value,
             "family": t.params.get("family"), "params": t.params,
             "seconds": t.duration.total_seconds() if t.duration else None,
+            "started": t.datetime_start.timestamp() if t.datetime_start else None,
+            "ended": t.datetime_complete.timestamp() if t.datetime_complete else None,
             "worker": (t.system_attrs.get(ATTR_WORKER) or {}).get("host"),
             "fail_reason": t.system_attrs.get("fail_reason")}
