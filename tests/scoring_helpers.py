@@ -60,6 +60,45 @@ def log_and_register(store: Store, pipeline, example: pd.DataFrame, champion: bo
     return str(version.version)
 
 
+def write_test_split_and_store(root: Path, config: Config) -> Path:
+    """A project holding only a test split (1,500 generated rows) and an empty MLflow store
+    (created with its experiment): what the gate needs to judge models registered by hand."""
+    from tabreg import registry
+    from tabreg.config import ROW_ID
+    from tabreg.data import synthetic
+
+    test = synthetic.generate(1500, seed=12)
+    test.insert(0, ROW_ID, range(len(test)))
+    path = root / config.paths.test
+    path.parent.mkdir(parents=True)
+    test.to_parquet(path, index=False)
+    registry.client(config, root)
+    return root
+
+
+def register_by_hand(root: Path, config: Config, model, **tags: str) -> str:
+    """Log ``model`` and register it, with the split lineage the gate checks (``tags`` add
+    to or override it); returns the new version."""
+    import mlflow
+    import mlflow.sklearn
+    from mlflow.models import infer_signature
+
+    from tabreg import registry
+    from tabreg.data import synthetic
+
+    example = synthetic.generate(5, seed=1)[list(config.schema.features)]
+    with mlflow.start_run():
+        info = mlflow.sklearn.log_model(model, name="model", input_example=example,
+                                        serialization_format="cloudpickle",
+                                        signature=infer_signature(example,
+                                                                  model.predict(example)))
+    lineage = {"split_signature": registry.split_signature(config),
+               "data_version": "unrecorded", **tags}
+    client = registry.client(config, root)
+    return str(registry.register(client, config.registry.model_name, info.model_uri,
+                                 lineage).version)
+
+
 def make_store(tmp: Path, rows: int = 800) -> Store:
     """A fresh store in ``tmp`` holding one champion fitted on ``rows`` generated rows."""
     import mlflow

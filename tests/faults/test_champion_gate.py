@@ -8,21 +8,22 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import mlflow
 import numpy as np
 import pandas as pd
 import pytest
-from mlflow.models import infer_signature
 
 from tabreg import registry
-from tabreg.config import ROW_ID
-from tabreg.data import synthetic
 from tabreg.gate import Recorded, decide
 from tabreg.registry import CHALLENGER, CHAMPION
 from tabreg.steps import registry as steps
 from tests.conftest import PER_MACHINE
 from tests.faults.conftest import CONFIG as PARAMS
-from tests.scoring_helpers import fit_small, isolated_mlflow
+from tests.scoring_helpers import (
+    fit_small,
+    isolated_mlflow,
+    register_by_hand,
+    write_test_split_and_store,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -44,26 +45,12 @@ def project(tmp_path: Path, monkeypatch):
     """A project holding only a test split (1,500 generated rows) and an empty store."""
     for var in PER_MACHINE:
         monkeypatch.delenv(var, raising=False)
-    test = synthetic.generate(1500, seed=12)
-    test.insert(0, ROW_ID, range(len(test)))
-    path = tmp_path / CONFIG.paths.test
-    path.parent.mkdir(parents=True)
-    test.to_parquet(path, index=False)
     with isolated_mlflow():
-        registry.client(CONFIG, tmp_path)
-        yield tmp_path
+        yield write_test_split_and_store(tmp_path, CONFIG)
 
 
 def register(root: Path, model) -> str:
-    example = synthetic.generate(5, seed=1)[list(CONFIG.schema.features)]
-    with mlflow.start_run():
-        info = mlflow.sklearn.log_model(model, name="model", input_example=example,
-                                        serialization_format="cloudpickle",
-                                        signature=infer_signature(example,
-                                                                  model.predict(example)))
-    lineage = {"split_signature": registry.split_signature(CONFIG), "data_version": "v1"}
-    return str(registry.register(registry.client(CONFIG, root), NAME, info.model_uri,
-                                 lineage).version)
+    return register_by_hand(root, CONFIG, model, data_version="v1")
 
 
 def alias(root: Path, name: str) -> str | None:

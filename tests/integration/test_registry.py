@@ -9,16 +9,16 @@ from pathlib import Path
 
 import mlflow
 import pytest
-from mlflow.models import infer_signature
 
 from tabreg import registry
-from tabreg.config import ROW_ID, load_config
+from tabreg.config import load_config
 from tabreg.data import synthetic
 from tabreg.errors import TabregError
 from tabreg.models.candidates import Candidate, make_pipeline
 from tabreg.registry import CHALLENGER, CHAMPION, RegistryError
 from tabreg.steps import registry as steps
 from tests.conftest import PER_MACHINE, ROOT
+from tests.scoring_helpers import register_by_hand, write_test_split_and_store
 
 pytestmark = pytest.mark.integration
 
@@ -43,26 +43,11 @@ def fitted():
 def project(tmp_path: Path, monkeypatch) -> Path:
     for var in PER_MACHINE:
         monkeypatch.delenv(var, raising=False)
-    test = synthetic.generate(1500, seed=12)
-    test.insert(0, ROW_ID, range(len(test)))
-    path = tmp_path / CONFIG.paths.test
-    path.parent.mkdir(parents=True)
-    test.to_parquet(path, index=False)
-    registry.client(CONFIG, tmp_path)  # creates the store and the experiment
-    return tmp_path
+    return write_test_split_and_store(tmp_path, CONFIG)
 
 
 def register(root: Path, model, **tags: str) -> str:
-    example = synthetic.generate(5, seed=1)[list(CONFIG.schema.features)]
-    with mlflow.start_run():
-        info = mlflow.sklearn.log_model(model, name="model", input_example=example,
-                                        serialization_format="cloudpickle",
-                                        signature=infer_signature(example,
-                                                                  model.predict(example)))
-    lineage = {"split_signature": registry.split_signature(CONFIG),
-               "data_version": "unrecorded", **tags}
-    client = registry.client(CONFIG, root)
-    return str(registry.register(client, NAME, info.model_uri, lineage).version)
+    return register_by_hand(root, CONFIG, model, **tags)
 
 
 def aliases(root: Path) -> dict[str, str | None]:

@@ -100,10 +100,10 @@ def tune(config: Config, root: Path, *, parent_run_id: str | None = None) -> Tun
                     failed)
     budget = config.tune.n_trials
     pending = shared.ensure_budget(study, budget, config.tune.families)
-    done = budget - pending
+    started = min(workers, pending)  # no more workers than trials left to run
+    threads = fit_threads(max(started, 1))
     log.info("tune: study %s: %d of %d trials done; %d to run on %d %s worker(s)",
-             study.study_name, done, budget, pending, min(workers, pending) if pending else 0,
-             where)
+             study.study_name, budget - pending, budget, pending, started, where)
     watch = _Watch(study, budget, config, parent_run_id)
     watch.seen = {t.number for t in study.get_trials(deepcopy=False)
                   if t.state.name in shared.FINISHED}
@@ -111,20 +111,17 @@ def tune(config: Config, root: Path, *, parent_run_id: str | None = None) -> Tun
     if pending:
         if config.tune.timeout is not None:
             study.set_user_attr(shared.ATTR_DEADLINE, time.time() + config.tune.timeout)
-        n = min(workers, pending)
-        threads = fit_threads(n)
         runner: launch.Workers = (
-            launch.LocalWorkers(root, url, study.study_name, n, threads,
+            launch.LocalWorkers(root, url, study.study_name, started, threads,
                                 root / ".cache" / "tune" / study.study_name)
-            if where == "local" else launch.PrefectWorkers(study.study_name, n))
+            if where == "local" else launch.PrefectWorkers(study.study_name, started))
         try:
             guard = watch.until_done(runner)
         finally:
             runner.stop()
         watch.report_new()
     return conclude(study, train, config, budget, guard,
-                    {"launcher": where, "workers": min(workers, pending) if pending else 0,
-                     "threads_per_fit": fit_threads(min(workers, pending) or 1)})
+                    {"launcher": where, "workers": started, "threads_per_fit": threads})
 
 
 class _Watch:
