@@ -135,6 +135,7 @@ def test_killed_study_resumes_keeping_finished_trials(make_project):
         time.sleep(0.3)
     proc.send_signal(signal.SIGKILL)  # the workers die with it and fail their trials
     proc.wait()
+    deadline = time.time() + 120  # for the workers to fail their trials and exit
     while time.time() < deadline and any(t.state.name == "RUNNING" for t in _trials(root)):
         time.sleep(0.3)
     before = {t.number: (t.params, t.value, t.state) for t in _finished(root)}

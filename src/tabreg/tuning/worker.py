@@ -134,6 +134,9 @@ def run_trial(study: Any, frozen: Any, config: Config, train: pd.DataFrame, *,
                 raise optuna.TrialPruned(f"pruned at step {step} (rmse {value:,.0f})")
 
         try:
+            # A SIGTERM that arrived while the trial was claimed is delivered here, where the
+            # trial is told FAIL (see work()).
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
             candidate = suggest(trial, config)
             with thread_budget(threads, with_torch=candidate.family == "mlp") as n_jobs:
                 scores, oof = cross_validate(candidate, config, train, report, n_jobs=n_jobs)
@@ -207,8 +210,12 @@ def work(root: Path, storage_url: str, name: str, *, threads: int | None = None,
         if shared.deadline_passed(study):
             break
         shared.fail_dead_trials(study)
+        # Held off while claiming: stopped between taking a trial and running it, a worker
+        # would leave it RUNNING with no record of whose it is.
+        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
         frozen = shared.claim(study, budget)
         if frozen is None:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
             break
         state = run_trial(study, frozen, config, train, budget=budget, threads=threads)
         done[state] = done.get(state, 0) + 1
