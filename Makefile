@@ -25,6 +25,7 @@ endif
 export PATH := $(BIN):$(PATH)
 export DVC_NO_ANALYTICS := 1
 export GX_ANALYTICS_ENABLED := false
+export MLFLOW_DISABLE_TELEMETRY := true
 export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export PREFECT_HOME ?= $(CURDIR)/.prefect
 export PREFECT_LOGGING_EXTRA_LOGGERS ?= tabreg
@@ -36,22 +37,33 @@ TAB := python -m tabreg --params $(PARAMS)
 
 .PHONY: help setup profile run repro ingest validate split features tune train evaluate ui \
 	check-file generate test test-fast lint clean distclean register promote rollback status \
-	tune-worker \
+	tune-worker plots \
 	retrain schedule prefect-server new-batch
 
+# Bold names only on a terminal (a pipe or a file gets plain text); $(UI_PORT) in a description
+# reads as its value.
 help: ## list the targets
-	@awk 'BEGIN {FS = ":.*## "} /^[a-zA-Z_-]+:.*## / {printf "  \033[1m%-15s\033[0m %s\n", $$1, $$2}' $(MAKEFILE_LIST)
+	@if [ -t 1 ]; then b=$$'\033[1m'; r=$$'\033[0m'; else b=; r=; fi; \
+	awk -v b="$$b" -v r="$$r" -v ui_port='$(UI_PORT)' 'BEGIN {FS = ":.*## "} \
+		/^[a-zA-Z_-]+:.*## / {d = $$2; gsub(/\$$\(UI_PORT\)/, ui_port, d); \
+		printf "  %s%-15s%s %s\n", b, $$1, r, d}' $(MAKEFILE_LIST)
 
 # The stamp's name carries the lock's hash: a changed lock means a missing stamp, and a
 # checkout that only touches the lock's mtime rebuilds nothing.
 $(STAMP):
 	@test -n "$(PYTHON)" || { echo "error: python3.11 not found" >&2; exit 1; }
 	@echo "Creating $(VENV) from $(LOCK) with $(PYTHON) ..."
-	rm -rf $(VENV)
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check -r $(LOCK)
-	$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
-	touch $@
+	@rm -rf $(VENV)
+	@$(PYTHON) -m venv $(VENV)
+	@echo "Installing $$(grep -c '==' $(LOCK)) pinned packages, among them" \
+		$$(grep -E '^(torch|mlflow|prefect|dvc|great[-_]expectations|optuna|scikit-learn|pandas)==' \
+		$(LOCK) | tr '\n' ' '); \
+		echo "(about 3 minutes; pip stays quiet unless something fails) ..."
+	@$(BIN)/python -m pip install --quiet --disable-pip-version-check -r $(LOCK)
+	@echo "Installing tabreg (this project, editable) ..."
+	@$(BIN)/python -m pip install --quiet --disable-pip-version-check --no-deps -e .
+	@touch $@
+	@echo "$(VENV) is ready."
 
 setup: $(STAMP) ## create .venv from requirements.lock (only when missing or the lock changed)
 
@@ -93,6 +105,9 @@ evaluate: $(STAMP) profile ## DVC stage evaluate: metrics, interval, slices, plo
 register: $(STAMP) profile ## DVC stage register: the model becomes challenger, then the gate
 	dvc repro register
 
+plots: $(STAMP) ## the DVC plots as one page that opens offline: reports/plots.html
+	$(TAB) plots
+
 promote: $(STAMP) ## run the champion/challenger gate for the current challenger
 	$(TAB) promote
 
@@ -101,6 +116,19 @@ rollback: $(STAMP) ## move champion back to the champion it replaced (recorded)
 
 status: $(STAMP) ## champion, challenger and the last decisions
 	@$(TAB) status
+
+# --- backups of what git does not keep: the MLflow store, its artifacts, the ledger, the data --
+.PHONY: backup restore evaluate-version
+
+backup: $(STAMP) ## snapshot store, artifacts, ledger and every data version: BACKUP=<folder> (default backups/<time>)
+	$(TAB) backup $(if $(BACKUP),--to "$(BACKUP)") $(if $(DVC_REMOTE),--dvc-remote "$(DVC_REMOTE)")
+
+restore: $(STAMP) ## put back the latest backup (BACKUP=<folder> for another); FORCE=1 replaces newer data
+	$(TAB) restore $(if $(BACKUP),--from "$(BACKUP)") $(if $(filter 1 yes true,$(FORCE)),--force)
+
+evaluate-version: $(STAMP) ## score a version on an earlier data version's test split: VERSION=n DATA=<git rev>
+	@test -n "$(VERSION)" -a -n "$(DATA)" || { echo "usage: make evaluate-version VERSION=<registered version> DATA=<git revision>" >&2; exit 2; }
+	$(TAB) evaluate-version --version "$(VERSION)" --data "$(DATA)"
 
 retrain: $(STAMP) ## the retrain-and-promote flow, once, now (skips when there is no new data)
 	python flows/retrain.py --params $(PARAMS)
@@ -134,7 +162,7 @@ lint: $(STAMP) ## ruff
 	ruff check src flows tests bench
 
 clean: ## remove pipeline outputs and caches (keeps .venv, the DVC cache and data/landing)
-	rm -rf data/raw data/split reports/validation reports/plots reports/tuning models \
+	rm -rf data/raw data/split reports/validation reports/plots reports/plots.html reports/tuning models \
 		.cache .pytest_cache .ruff_cache
 	find . -name __pycache__ -type d -prune -exec rm -rf {} +
 
@@ -151,7 +179,7 @@ predict: $(STAMP) ## score a file: make predict INPUT=in.csv OUTPUT=out.parquet 
 	@test -n "$(INPUT)" -a -n "$(OUTPUT)" || { echo "usage: make predict INPUT=in.csv|.parquet OUTPUT=out.csv|.parquet [VERSION=n]" >&2; exit 2; }
 	$(TAB) predict "$(INPUT)" "$(OUTPUT)" $(if $(VERSION),--version $(VERSION))
 
-bench: $(STAMP) ## benchmarks -> bench/results.json (about 15 min); BENCH=quick: small sizes; BENCH=quality: real-data RMSE, idle and busy (40 min)
+bench: $(STAMP) ## benchmarks -> bench/results.json (about 12 min); BENCH=quick: small sizes; BENCH=quality: real-data RMSE, idle and busy (40 min)
 	python bench/run.py $(if $(filter quick,$(BENCH)),--quick) $(if $(filter quality,$(BENCH)),--only quality)
 
 # --- the shared stack on this machine (PostgreSQL, MLflow and Prefect servers, workers) --------

@@ -58,7 +58,8 @@ def _run(project: Path, env: dict[str, str]) -> dict:
     trials = json.loads((project / "reports/tuning/trials.json").read_text())
     return {"seconds": round(seconds, 1), "rmse": metrics["rmse"],
             "rmse_low": metrics["rmse_low"], "rmse_high": metrics["rmse_high"],
-            "family": metrics["family"], "per_family": tuning.get("per_family"),
+            "family": json.loads((project / "models/train.json").read_text())["family"],
+            "per_family": tuning.get("per_family"),
             "guard": tuning.get("guard"), "best_cv_rmse": tuning["best_cv_rmse"],
             "trials": [(t["number"], t["state"], t["value"]) for t in trials]}
 

@@ -59,7 +59,7 @@ ENVIRONMENT = {"GX_ANALYTICS_ENABLED": "false", "DVC_NO_ANALYTICS": "1",
 #: half speed with passive waiting, so the MLP figures keep the default.)
 SCALE_ENVIRONMENT = {"OMP_WAIT_POLICY": "PASSIVE"}
 PROJECT_FILES = ("params.yaml", "profile.yaml", "dvc.yaml", ".dvcignore", "expectations",
-                 "src/tabreg")
+                 "plots", "src/tabreg")
 
 
 @dataclass(frozen=True)
@@ -668,7 +668,7 @@ def threads(plan: Plan, work: Path) -> dict:
 
 
 def workers(plan: Plan, work: Path) -> dict:
-    return busy.workers(plan, work, row)
+    return busy.workers(plan, work, REAL_ARCHIVE, row)
 
 
 def quality(plan: Plan, work: Path) -> dict:

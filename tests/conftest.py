@@ -15,7 +15,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 REAL_SHA256 = "354f441b3af4eb54e07818501dafc9b0865162d85a24769d754238acedc82ae1"
 PROJECT_FILES = ("params.yaml", "profile.yaml", "dvc.yaml", ".dvcignore", "expectations",
-                 "src/tabreg")
+                 "plots", "src/tabreg")
 #: Environment variables that would point a throwaway project at the user's data or stores.
 PER_MACHINE = ("DATA_SOURCE", "MLFLOW_TRACKING_URI", "OPTUNA_STORAGE")
 
@@ -41,6 +41,7 @@ TINY = {
 
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 
 
 def real_dataset() -> Path | None:
@@ -114,6 +115,7 @@ def copy_project(root: Path, params: dict) -> Path:
             dst.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dst)
     (root / "data/landing").mkdir(parents=True)
+    (root / "data/landing/.gitkeep").touch()  # as in the repository (DVC warns on empty dirs)
     _write_params(root, params)
     return root
 
@@ -131,6 +133,24 @@ def init_repo(root: Path) -> None:
     run("git", "-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qm", "init")
 
 
+def build_project(base: Path, params: dict, rows: int = 3000, seed: int = 0, git: bool = False,
+                  tiny: bool = True, **overrides: dict) -> Path:
+    """A project in ``base/project`` whose source archive holds ``rows`` generated districts
+    (what :func:`make_project` builds; a module-scoped fixture calls this directly)."""
+    from tabreg.data import synthetic
+
+    archive = base / "source" / "housing.tgz"
+    sha = synthetic.write_archive(synthetic.generate(rows, seed=seed), archive)
+    tree = yaml.safe_load(yaml.safe_dump(params))
+    tree["data"].update(source=str(archive), sha256=sha)
+    tree = merge(tree, TINY) if tiny else tree
+    tree = merge(tree, overrides)
+    root = copy_project(base / "project", tree)
+    if git:
+        init_repo(root)
+    return root
+
+
 @pytest.fixture
 def make_project(tmp_path: Path, params: dict, monkeypatch) -> Callable[..., Path]:
     """Build a project in tmp_path whose source archive holds ``rows`` generated districts.
@@ -144,18 +164,8 @@ def make_project(tmp_path: Path, params: dict, monkeypatch) -> Callable[..., Pat
 
     def build(rows: int = 3000, seed: int = 0, git: bool = False, tiny: bool = True,
               **overrides: dict) -> Path:
-        from tabreg.data import synthetic
-
-        archive = tmp_path / "source" / "housing.tgz"
-        sha = synthetic.write_archive(synthetic.generate(rows, seed=seed), archive)
-        tree = yaml.safe_load(yaml.safe_dump(params))
-        tree["data"].update(source=str(archive), sha256=sha)
-        tree = merge(tree, TINY) if tiny else tree
-        tree = merge(tree, overrides)
-        root = copy_project(tmp_path / "project", tree)
-        if git:
-            init_repo(root)
-        return root
+        return build_project(tmp_path, params, rows=rows, seed=seed, git=git, tiny=tiny,
+                             **overrides)
 
     return build
 
@@ -164,3 +174,15 @@ def set_params(root: Path, section: str, **values) -> None:
     tree = yaml.safe_load((root / "params.yaml").read_text())
     tree[section].update(values)
     _write_params(root, tree)
+
+
+@pytest.fixture(scope="session")
+def prefect_server():
+    """One temporary Prefect server (real API and database) for the whole session, started
+    on first use (about 20 s). One only: Prefect's events client, which records task runs, is
+    a process-wide service that stays bound to the first server it talked to, so the task runs
+    of a flow on a second server in the same session were lost."""
+    from prefect.testing.utilities import prefect_test_harness
+
+    with prefect_test_harness(server_startup_timeout=120):
+        yield

@@ -12,20 +12,31 @@ import logging
 import sys
 from pathlib import Path
 
-from tabreg.errors import TabregError
+from tabreg.errors import report
+
+#: The pipeline steps that open MLflow runs (and Optuna trials): they end the ones a killed
+#: run left RUNNING before they start.
+_STORE_STEPS = ("tune", "train", "evaluate", "register")
 
 
 def _parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m tabreg", description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m tabreg",  # the docstring, without reST
+                                     description=__doc__.split("\n")[0].replace("``", ""))
     parser.add_argument("--params", default="params.yaml", help="configuration file")
     parser.add_argument("--root", default=".", help="project root (paths are relative to it)")
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and errors")
+    parser.add_argument("-v", "--verbose", action="store_true",
+                        help="show the traceback of a failure, not only its message")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     sub.add_parser("ingest", help="fetch, verify and extract the source; append landing batches")
     sub.add_parser("validate", help="check the raw table and each batch against their contracts")
     sub.add_parser("split", help="stratified train/test split and its report")
     sub.add_parser("features", help="fit the feature pipeline on train; report the features")
-    sub.add_parser("tune", help="Optuna study over families, hyper-parameters and features")
+    sub.add_parser("tune", help="Optuna study over families, hyper-parameters and features",
+                   description="Run the Optuna study (tune.* in params.yaml) over the model "
+                   "families, their hyper-parameters and the feature parameters, on the "
+                   "training split, with tune.workers processes; an interrupted study resumes. "
+                   "Each trial is a nested MLflow run; the result is models/tuning.json.")
     worker = sub.add_parser(
         "tune-worker", help="join a tuning study: claim and run its trials until none is left",
         description="Join the study that `tune` created and run its trials until the budget "
@@ -41,9 +52,28 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("train", help="refit the best configuration on the whole training split")
     sub.add_parser("evaluate", help="test metrics, interval, slices, plots and model card")
     sub.add_parser("register", help="register the trained model as challenger, then gate it")
+    sub.add_parser("plots", help="the DVC plots as reports/plots.html, a page that opens "
+                                 "offline")
     sub.add_parser("promote", help="run the champion/challenger gate for the challenger")
     sub.add_parser("rollback", help="move champion back to the previous champion")
     sub.add_parser("status", help="champion, challenger and the last decisions")
+    backup = sub.add_parser("backup", help="snapshot the MLflow store, its artifacts, the "
+                            "ledger and every data version (dvc push) into a folder")
+    backup.add_argument("--to", type=Path, default=None,
+                        help="the backup folder (default: backups/<UTC time>)")
+    backup.add_argument("--dvc-remote", default=None, help="push the data versions to this "
+                        "DVC remote (a name, path or URL) instead of into the backup folder")
+    restore = sub.add_parser("restore", help="put back a backup: store, artifacts, ledger, "
+                             "data versions (into the DVC cache)")
+    restore.add_argument("--from", dest="source", type=Path, default=None,
+                         help="the backup folder (default: the latest under backups/)")
+    restore.add_argument("--force", action="store_true", help="replace a store or ledger "
+                         "that holds what the backup lacks (kept in backups/replaced-<time>/)")
+    earlier = sub.add_parser("evaluate-version", help="score a registered version on the "
+                             "test split of an earlier data version (a git revision)")
+    earlier.add_argument("--version", required=True, help="a registered version")
+    earlier.add_argument("--data", required=True, help="a git revision (commit, tag, "
+                         "branch, HEAD~3) whose test split to read through DVC")
     predict = sub.add_parser("predict", help="score a CSV or Parquet file with the champion "
                              "(or --version), in chunks")
     predict.add_argument("input", type=Path, help=".csv, .csv.gz or .parquet")
@@ -85,7 +115,17 @@ def _parser() -> argparse.ArgumentParser:
     services = sub.add_parser("services", help="the shared stack on this machine: PostgreSQL, "
                               "MLflow and Prefect servers, Prefect workers, a DVC remote")
     services.add_argument("action", choices=("start", "stop", "status"))
+    _describe_commands(sub)
     return parser
+
+
+def _describe_commands(sub: argparse._SubParsersAction) -> None:
+    """``<command> --help`` opens with the command's one-line help where it has no longer
+    description (argparse shows the help only in the list of commands)."""
+    for action in sub._choices_actions:
+        command = sub.choices[action.dest]
+        if command.description is None:
+            command.description = action.help
 
 
 def _new_batch(config, root: Path, rows: int, seed: int | None, drift: float,
@@ -95,6 +135,11 @@ def _new_batch(config, root: Path, rows: int, seed: int | None, drift: float,
     from tabreg.data import batches, synthetic
     from tabreg.errors import ConfigError
 
+    if set(config.schema.columns) != set(synthetic.COLUMNS):
+        raise ConfigError("new-batch: it generates rows of the default problem's schema, not "
+                          "of this one (schema in params.yaml); drop your own CSV files with "
+                          f"the columns {list(config.schema.columns)} into "
+                          f"{config.data.landing_dir}/ instead")
     landing = root / config.data.landing_dir
     existing = list(landing.glob("*.csv")) if landing.is_dir() else []
     seed = 1000 + len(existing) if seed is None else seed
@@ -112,7 +157,7 @@ def _check_file(config, root: Path, path: Path, suite: str) -> dict:
     from tabreg.data import ingest, validate
 
     frame = ingest.with_identity(ingest.read_csv(path, config.schema), config.schema, path.name,
-                                 config.data.id_column)
+                                 config.data.id_column, config.data.duplicates)
     suite_path = config.validation.raw_suite if suite == "raw" else config.validation.batch_suite
     report = validate.validate_frame(frame, root / suite_path,
                                      sample_size=config.validation.sample_size)
@@ -144,8 +189,14 @@ def _tune_worker(root: Path, args: argparse.Namespace) -> dict:
 
 def run(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    from tabreg.resources import passive_openmp
+
+    passive_openmp()  # before any step loads torch (see tabreg.resources)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(message)s", stream=sys.stderr)
+    from tabreg.logs import quiet_libraries
+
+    quiet_libraries()  # the libraries' bookkeeping off the console, in this one format
     # Trials finishing are progress a user watches, even when the step is otherwise quiet.
     logging.getLogger("tabreg.tuning.progress").setLevel(logging.INFO)
     root = Path(args.root)
@@ -181,6 +232,10 @@ def run(argv: list[str] | None = None) -> int:
                               version=args.version, refresh=args.refresh,
                               threads=args.threads or None, workers=args.workers)
                 return 0
+            elif args.command == "plots":
+                from tabreg.evaluation import plots_page
+
+                result = plots_page.write(config, root)
             elif args.command == "new-batch":
                 result = _new_batch(config, root, args.rows, args.seed, args.drift,
                                     args.corrupt)
@@ -188,6 +243,18 @@ def run(argv: list[str] | None = None) -> int:
                 from tabreg.services import stack
 
                 return stack.command(args.action, config.services, root, quiet=args.quiet)
+            elif args.command == "backup":
+                from tabreg import backup
+
+                result = backup.backup(config, root, args.to, dvc_remote=args.dvc_remote)
+            elif args.command == "restore":
+                from tabreg import backup
+
+                result = backup.restore(config, root, args.source, force=args.force)
+            elif args.command == "evaluate-version":
+                from tabreg.evaluation import earlier_data
+
+                result = earlier_data.evaluate_version(config, root, args.version, args.data)
             elif args.command == "status":
                 from tabreg.steps import registry
 
@@ -196,12 +263,17 @@ def run(argv: list[str] | None = None) -> int:
                     print(registry.status_text(result))
                 return 0
             else:
-                from tabreg import steps
+                from tabreg import recovery, steps
 
+                # What a killed run left (temporary files; runs and trials for the steps
+                # that use the stores) goes before the step starts.
+                recovery.clean_up(config, root, stores=args.command in _STORE_STEPS)
                 result = steps.get(args.command)(config, root)
-    except TabregError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return exc.exit_code
+    except BaseException as exc:  # a fault is shown once, as a message; a bug is raised
+        code = report(exc, verbose=args.verbose)
+        if code is None:
+            raise
+        return code
     if not args.quiet:
         print(json.dumps(result, indent=2, default=str))
     return 0

@@ -1,10 +1,10 @@
 """One typed, frozen configuration loaded from ``params.yaml``.
 
-Everything problem-specific (columns, target, strata, slices) and every knob of the pipeline
-lives in ``params.yaml``; this module turns it into immutable models so that a wrong key or a
-wrong type fails at start, with the key's dotted path in the message, rather than deep inside
-a step. Environment variables override only the values that differ from machine to machine
-(see :data:`ENV_OVERRIDES`).
+Everything problem-specific (columns, target, strata, slices, what reports say about it) and
+every knob of the pipeline lives in ``params.yaml``; this module turns it into immutable models
+so that a wrong key or a wrong type fails at start, with the key's dotted path in the message,
+rather than deep inside a step. Environment variables override only the values that differ
+from machine to machine (see :data:`ENV_OVERRIDES`).
 """
 
 from __future__ import annotations
@@ -34,6 +34,10 @@ ROW_ID = "row_id"
 BATCH = "batch"
 
 
+#: What ingest does with a row repeating an earlier row of its file (``data.duplicates``).
+Duplicates = Literal["reject", "drop", "keep"]
+
+
 class _Frozen(BaseModel):
     model_config = ConfigDict(frozen=True, extra="forbid")
 
@@ -43,11 +47,33 @@ class DataConfig(_Frozen):
 
     source: str = Field(min_length=1)
     sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")]
-    member: str = Field(min_length=1, description="path of the CSV inside the archive")
+    #: The CSV's path inside an archive source; null when the source is the CSV itself.
+    member: str | None = Field(min_length=1, description="path of the CSV inside the archive")
     landing_dir: str = "data/landing"
     #: Every landing file met by any entry point: accepted, ingested or quarantined, and why.
     landing_record: str = "data/landing.json"
     id_column: str | None = None
+    #: What a file that repeats a row exactly (or repeats ``id_column``) gets: ``reject`` (the
+    #: default: identity decides de-duplication and the split, so a repeat is refused),
+    #: ``drop`` (the first of each repeat kept) or ``keep`` (each repeat gets its own identity,
+    #: numbered by its occurrence in the file).
+    duplicates: Duplicates = "reject"
+
+
+class ProblemConfig(_Frozen):
+    """The problem in words, for the people who read the reports: what the target is and its
+    unit, what one row is, what the model is for and not for, and what is known to be wrong with
+    the data. The model card and the plots take every problem-specific sentence from here, so
+    another dataset needs no code change. Limitations that depend on the data (a capped target,
+    a slice too small to measure) are not written here: they are derived from the data and
+    shown only when they hold."""
+
+    target: str | None = None  # what is predicted, in words; null: the target column's name
+    unit: str = ""  # the target's unit as axis labels show it ("$", "kWh"); "": unitless
+    rows: str = Field(default="rows", min_length=1, description="what a row is, plural")
+    intended_use: str = ""
+    out_of_scope: tuple[str, ...] = ()
+    limitations: tuple[str, ...] = ()
 
 
 class SchemaConfig(_Frozen):
@@ -118,6 +144,23 @@ class Binning(_Frozen):
             return self.labels
         return tuple(str(i) for i in range(1, len(self.bins)))
 
+    @property
+    def ranges(self) -> dict[str, str]:
+        """Each label's interval in words (``1.5 < median_income ≤ 3``): reports print it
+        beside a label such as ``2``, which alone says nothing about the values it holds."""
+        return {label: _interval_words(self.column, low, high) for label, low, high
+                in zip(self.interval_labels, self.bins, self.bins[1:], strict=False)}
+
+
+def _interval_words(column: str, low: float, high: float) -> str:
+    if math.isinf(low) and math.isinf(high):
+        return f"any {column}"
+    if math.isinf(low):
+        return f"{column} ≤ {high:g}"
+    if math.isinf(high):
+        return f"{column} > {low:g}"
+    return f"{low:g} < {column} ≤ {high:g}"
+
 
 class SplitConfig(_Frozen):
     strategy: Literal["hash", "random"] = "hash"
@@ -142,9 +185,25 @@ class Slice(_Frozen):
             raise ValueError("labels need bins")
         return self
 
+    @property
+    def ranges(self) -> dict[str, str]:
+        """Each labelled bin's interval in words; empty for a category or unlabelled bins
+        (whose values already read as intervals)."""
+        if self.bins is None or self.labels is None:
+            return {}
+        return Binning(column=self.column, bins=self.bins, labels=self.labels).ranges
+
+
+class ErrorMap(_Frozen):
+    """The columns holding each row's coordinates, for the map of errors (in degrees)."""
+
+    longitude: str
+    latitude: str
+
 
 class EvaluateConfig(_Frozen):
     slices: tuple[Slice, ...] = ()
+    error_map: ErrorMap | None = None  # null: no map (the table has no coordinates)
     bootstrap: int = Field(default=1000, ge=100, description="bootstrap resamples")
     confidence: float = Field(default=0.95, gt=0, lt=1)
     seed: int = 42
@@ -169,7 +228,7 @@ class FeaturesConfig(_Frozen):
 
     ratios: tuple[Ratio, ...] = ()
     log: tuple[str, ...] = ()
-    geo: GeoConfig | None = GeoConfig()
+    geo: GeoConfig | None = None  # null: no geographic block (a table without coordinates)
     seed: int = 42
 
 
@@ -348,6 +407,7 @@ class ServicesConfig(_Frozen):
 
 class Config(_Frozen):
     data: DataConfig
+    problem: ProblemConfig = ProblemConfig()
     schema_: SchemaConfig = Field(alias="schema")
     paths: PathsConfig = PathsConfig()
     validate_: ValidateConfig = Field(default=ValidateConfig(), alias="validate")
@@ -388,6 +448,9 @@ class Config(_Frozen):
                       for i, c in enumerate(self.features.geo.columns)]
         where += [(f"evaluate.slices.{i}.column", s.column)
                   for i, s in enumerate(self.evaluate.slices)]
+        if self.evaluate.error_map is not None:
+            where += [(f"evaluate.error_map.{k}", c)
+                      for k, c in self.evaluate.error_map.model_dump().items()]
         if self.data.id_column is not None:
             where.append(("data.id_column", self.data.id_column))
         for key, column in where:

@@ -6,16 +6,20 @@ returns a dense float matrix without NaN:
 
 * ``ratio``: one feature per ``features.ratios`` entry (numerator / denominator, e.g.
   bedrooms per room), from median-imputed inputs, standard-scaled;
-* ``log``: the heavy-tailed counts and income, median-imputed, ``log``-ed, standard-scaled;
-* ``geo``: similarity (an RBF kernel) of each district's coordinates to the centres of a
-  k-means clustering of the coordinates, so a model sees "near which cluster of districts",
-  not raw latitude / longitude (:class:`ClusterSimilarity`);
+* ``log``: the columns ``features.log`` names (heavy-tailed counts, say), median-imputed,
+  ``log``-ed, standard-scaled;
+* ``geo`` (only when ``features.geo`` names two coordinate columns): similarity (an RBF
+  kernel) of each row's coordinates to the centres of a k-means clustering of the
+  coordinates, so a model sees "near which cluster", not raw latitude / longitude
+  (:class:`ClusterSimilarity`);
 * ``cat``: the categorical columns, most-frequent-imputed and one-hot encoded; a category
   never seen in training encodes as all zeros rather than failing;
 * ``num``: every other numeric column, median-imputed and standard-scaled.
 
 Every other column (the target, ``row_id``, ``batch``, anything extra) is dropped, and columns
-are selected by name, so their order in the input does not matter.
+are selected by name, so their order in the input does not matter. A block nothing is
+configured for is absent: with an empty ``features:`` section the model sees the numeric
+columns imputed and scaled and the categories one-hot encoded, nothing more.
 
 Every statistic (medians, most frequent categories, means and scales, k-means centres) is
 learnt by ``fit``, which the pipeline calls on the training split only: transforming the test

@@ -31,6 +31,7 @@ from typing import Literal
 import numpy as np
 
 from tabreg.config import PromotionConfig
+from tabreg.evaluation.card import number
 from tabreg.evaluation.metrics import bootstrap_rmse, paired_bootstrap_diff
 
 Outcome = Literal["promote", "keep", "refuse"]
@@ -78,7 +79,7 @@ class Recorded:
 def evaluation_changed(now: float, recorded: Recorded | None,
                        rules: PromotionConfig) -> str | None:
     """Why the champion's RMSE on the current test split ``now`` cannot be explained by
-    sampling, or None. The bootstrap interval says how far another sample of districts would
+    sampling, or None. The bootstrap interval says how far another sample of rows would
     move it; beyond that (plus ``max_champion_drift``) the rows themselves changed."""
     margin = rules.max_champion_drift
     if recorded is None or margin is None:
@@ -87,11 +88,11 @@ def evaluation_changed(now: float, recorded: Recorded | None,
     if floor <= now <= ceiling:
         return None
     where = f" ({recorded.where})" if recorded.where else ""
-    return (f"the evaluation data changed under the champion: it scores RMSE {now:,.0f} on "
-            f"the current test split, but scored {recorded.rmse:,.0f} (bootstrap interval "
-            f"[{recorded.low:,.0f}, {recorded.high:,.0f}]) when it was promoted{where}; "
-            f"promotion.max_champion_drift = {100 * margin:g}% allows [{floor:,.0f}, "
-            f"{ceiling:,.0f}]. Sampling does not explain that: check the test split and the "
+    return (f"the evaluation data changed under the champion: it scores RMSE {number(now)} on "
+            f"the current test split, but scored {number(recorded.rmse)} (bootstrap interval "
+            f"[{number(recorded.low)}, {number(recorded.high)}]) when it was promoted{where}; "
+            f"promotion.max_champion_drift = {100 * margin:g}% allows [{number(floor)}, "
+            f"{number(ceiling)}]. Sampling does not explain that: check the test split and the "
             "data it came from (`python -m tabreg validate`, the latest batch) before judging; "
             "if the change is genuine, run `make promote` once with "
             "promotion.max_champion_drift: null")
@@ -135,8 +136,8 @@ def decide(y_true: object, challenger: object, champion: object | None, *,
         ok = new_rmse <= rules.max_rmse
         verb = "meets" if ok else "misses"
         return Decision("promote" if ok else "keep",
-                        [f"no champion yet; challenger RMSE {new_rmse:,.0f} {verb} the bar "
-                         f"promotion.max_rmse = {rules.max_rmse:,.0f}"], **base)
+                        [f"no champion yet; challenger RMSE {number(new_rmse)} {verb} the bar "
+                         f"promotion.max_rmse = {number(rules.max_rmse)}"], **base)
     old = np.asarray(champion, dtype=float)
     if old.shape != y.shape:
         raise ValueError(f"champion predictions of shape {old.shape} for {y.shape} targets")
@@ -161,18 +162,18 @@ def _judge(new_rmse: float, old_rmse: float, diff: dict, table: list[dict],
     reasons, blocked = [], False
     if new_rmse > rules.max_rmse:
         blocked = True
-        reasons.append(f"challenger RMSE {new_rmse:,.0f} misses the bar promotion.max_rmse = "
-                       f"{rules.max_rmse:,.0f} (every champion must meet it)")
+        reasons.append(f"challenger RMSE {number(new_rmse)} misses the bar promotion.max_rmse = "
+                       f"{number(rules.max_rmse)} (every champion must meet it)")
     if new_rmse < old_rmse and gain >= rules.min_improvement:
-        reasons.append(f"RMSE {old_rmse:,.0f} -> {new_rmse:,.0f} ({100 * gain:.2f}% better; "
+        reasons.append(f"RMSE {number(old_rmse)} -> {number(new_rmse)} ({100 * gain:.2f}% better; "
                        f"at least {100 * rules.min_improvement:g}% needed)")
     else:
         blocked = True
         how = "a tie" if new_rmse == old_rmse else f"{100 * gain:+.2f}%"
-        reasons.append(f"RMSE {old_rmse:,.0f} -> {new_rmse:,.0f} ({how}); promotion needs at "
+        reasons.append(f"RMSE {number(old_rmse)} -> {number(new_rmse)} ({how}); promotion needs at "
                        f"least {100 * rules.min_improvement:g}% lower")
     pct = f"{100 * rules.confidence:g}%"
-    interval = f"[{diff['low']:,.0f}, {diff['high']:,.0f}]"
+    interval = f"[{number(diff['low'])}, {number(diff['high'])}]"
     if diff["high"] < 0:
         reasons.append(f"paired bootstrap {pct} interval of the RMSE difference {interval} "
                        "lies below zero")
@@ -187,8 +188,8 @@ def _judge(new_rmse: float, old_rmse: float, diff: dict, table: list[dict],
     for r in regressed:
         blocked = True
         reasons.append(f"slice {r['slice']}={r['value']} ({r['n']} rows) worsens by "
-                       f"{100 * r['change']:.1f}% (RMSE {r['champion_rmse']:,.0f} -> "
-                       f"{r['challenger_rmse']:,.0f}; at most "
+                       f"{100 * r['change']:.1f}% (RMSE {number(r['champion_rmse'])} -> "
+                       f"{number(r['challenger_rmse'])}; at most "
                        f"{100 * rules.max_slice_regression:g}% allowed)")
     if table and not regressed:
         reasons.append(f"no slice of {rules.min_slice_rows}+ rows worsens by more than "

@@ -25,8 +25,9 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # Not mkstemp: its 0600 mode would survive the rename; a fresh name created by the writer
-    # gets the usual umask-based mode.
-    tmp_path = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.tmp")
+    # gets the usual umask-based mode. The name carries the writer's pid, so that the file a
+    # killed writer leaves can be told from one being written (``tabreg.recovery``).
+    tmp_path = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.{os.getpid()}.tmp")
     try:
         yield tmp_path
         os.replace(tmp_path, path)

@@ -20,6 +20,60 @@ def stage_changes(root: Path, stage: str) -> dict:
         return repo.status(targets=[stage])
 
 
+#: How DVC's status words read in a sentence about a dependency or an output.
+_WORDS = {"modified": "changed", "deleted": "is missing", "new": "is new",
+          "not in cache": "is not in the cache"}
+
+
+def _listed(items: list[str], most: int = 3) -> str:
+    shown = ", ".join(items[:most])
+    return shown + (f" and {len(items) - most} more" if len(items) > most else "")
+
+
+def describe_changes(stage: str, changes: dict, *, ran_before: bool = True,
+                     names: dict[str, str] | None = None) -> str:
+    """Why DVC wants ``stage`` to run, as a sentence ("tune: training data changed, running")
+    rather than DVC's status dictionary. ``names`` gives readable names to paths
+    (``{"data/split/train.parquet": "training data"}``); ``ran_before`` False: the stage has
+    no entry in ``dvc.lock`` yet, which is the whole reason."""
+    if not changes:
+        return f"{stage}: up to date, skipped"
+    if not ran_before:
+        return f"{stage}: not run before, running"
+    names = names or {}
+    params, code, inputs, outputs, other = [], [], [], [], []
+    for item in changes.get(stage, []):
+        if isinstance(item, str):  # "always changed", "changed checksum"
+            other.append("its definition in dvc.yaml changed" if "checksum" in item else item)
+            continue
+        for path, status in item.get("changed deps", {}).items():
+            if isinstance(status, dict):  # a params file: {key: status}
+                params.extend(sorted(status))
+            elif path.endswith((".yaml", ".yml")) and status == "new":
+                params.append(path)
+            elif path.startswith("src/") or path.endswith(".py"):
+                code.append(path)
+            else:
+                inputs.append(f"{names.get(path, path)} {_WORDS.get(status, status)}")
+        for path, status in item.get("changed outs", {}).items():
+            outputs.append(f"output {names.get(path, path)} {_WORDS.get(status, status)}")
+    reasons = inputs + outputs + other
+    if params:
+        reasons.append(f"parameters changed ({_listed(params)})")
+    if code:
+        reasons.append(f"code changed ({_listed(code)})")
+    return f"{stage}: {_listed(reasons, 4) or 'out of date'}, running"
+
+
+def ran_before(root: Path, stage: str) -> bool:
+    """Whether ``dvc.lock`` records ``stage`` (it has run here at least once)."""
+    import yaml
+
+    lock = root / "dvc.lock"
+    stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {}) if lock.exists() else {}
+    return stage in stages
+
+
 def record_stage(root: Path, stage: str) -> None:
     """Record the stage's current deps, params and outs in ``dvc.lock`` and cache its outs."""
     from dvc.repo import Repo
@@ -30,12 +84,16 @@ def record_stage(root: Path, stage: str) -> None:
 
 def recorded_md5(root: Path, path: str) -> str | None:
     """DVC's hash of an output as recorded in ``dvc.lock`` (None before its stage ran)."""
+    lock = root / "dvc.lock"
+    return md5_in_lock(lock.read_text(), path) if lock.exists() else None
+
+
+def md5_in_lock(text: str, path: str) -> str | None:
+    """DVC's hash of output ``path`` in the text of a ``dvc.lock`` (this one, or one read
+    from a commit)."""
     import yaml
 
-    lock = root / "dvc.lock"
-    if not lock.exists():
-        return None
-    stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {})
+    stages = (yaml.safe_load(text) or {}).get("stages", {})
     for stage in stages.values():
         for out in stage.get("outs", []):
             if out.get("path") == path:

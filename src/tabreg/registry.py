@@ -10,6 +10,7 @@ registration finished and whose model loads, so it never points at half a model.
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import hashlib
 import json
@@ -22,6 +23,7 @@ from typing import Any
 
 from tabreg.config import Config
 from tabreg.errors import TabregError
+from tabreg.evaluation.card import number as amount
 
 log = logging.getLogger(__name__)
 
@@ -146,16 +148,27 @@ def load_version(name: str, version: Any, role: str) -> Any:
         raise RegistryError(
             f"{role} {name} version {version.version} (source {version.source}) cannot be "
             f"loaded: {type(exc).__name__}: {str(exc)[:300]}. The alias is dangling: "
-            "`make rollback` moves champion back, or register a new model with `make run`"
+            "`make rollback` moves champion back, `make restore` brings back a backup of the "
+            "store and its files, or register a new model with `make run`"
         ) from None
 
 
 def register(mlflow_client: Any, name: str, source_uri: str, tags: dict[str, str]) -> Any:
     """Register ``source_uri`` as a new version of ``name`` and make it the challenger, once
-    its registration is READY and its model loads."""
-    import mlflow
+    its registration is READY and its model loads.
 
-    version = mlflow.register_model(source_uri, name, tags=tags, await_registration_for=300)
+    Through the client rather than ``mlflow.register_model``, which prints "Successfully
+    registered model" and "Created version" to stderr (the caller logs what happened)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        mlflow_client.create_registered_model(name)
+    except MlflowException as exc:
+        if exc.error_code not in ("RESOURCE_ALREADY_EXISTS", "ALREADY_EXISTS"):
+            raise
+    model_id = source_uri.removeprefix("models:/") if source_uri.startswith("models:/m-") else None
+    version = mlflow_client.create_model_version(name, source_uri, tags=tags, model_id=model_id,
+                                                 await_creation_for=300)
     version = mlflow_client.get_model_version(name, version.version)
     if version.status != "READY":
         raise RegistryError(f"{name} version {version.version} is {version.status} after "
@@ -166,9 +179,36 @@ def register(mlflow_client: Any, name: str, source_uri: str, tags: dict[str, str
 
 
 def set_tags(mlflow_client: Any, name: str, version: str, tags: dict[str, Any]) -> None:
+    """Set the tags on a version; a None value removes the tag (no empty tags: a tag that
+    does not apply, like the champion's RMSE when there was none, is absent)."""
+    current = None
     for key, value in tags.items():
+        if value is None:
+            if current is None:
+                current = mlflow_client.get_model_version(name, version).tags
+            if key in current:
+                mlflow_client.delete_model_version_tag(name, version, key)
+            continue
         text = value if isinstance(value, str) else json.dumps(value, default=str)
         mlflow_client.set_model_version_tag(name, version, key, text[:_TAG_LIMIT])
+
+
+def describe_version(name: str, version: str, tags: dict[str, str],
+                     decision: str | None = None) -> str:
+    """A version's description (one paragraph, shown on its page in the MLflow UI): what it
+    is, from its tags, and, once judged, what the gate decided and why (``decision``)."""
+    text = f"{name} version {version}: a {tags.get('family', 'registered')} model"
+    if tags.get("data_version"):
+        text += f" trained on data version {tags['data_version']}"
+    if tags.get("split.strategy"):
+        text += f" ({tags['split.strategy']} split)"
+    with contextlib.suppress(KeyError, ValueError):  # a version registered by hand has none
+        text += f"; test RMSE {amount(float(tags['test_rmse']))}"
+        low, high = (float(v) for v in tags["test_rmse_interval"].split("-"))
+        text += f" (bootstrap interval {amount(low)}-{amount(high)})"
+    if tags.get("git_commit"):
+        text += f"; code at commit {tags['git_commit'][:12]}"
+    return f"{text}. {decision or 'Not judged by the champion/challenger gate yet.'}"
 
 
 # --- the ledger -----------------------------------------------------------------------------
@@ -228,8 +268,8 @@ def read_ledger(ledger: Path, last: int | None = None) -> list[dict[str, Any]]:
 # --- moving the champion --------------------------------------------------------------------
 
 def promote(mlflow_client: Any, name: str, version: str, previous: str | None) -> None:
-    """Make ``version`` the champion, remembering the one it replaces."""
-    set_tags(mlflow_client, name, version, {PREVIOUS_TAG: previous or ""})
+    """Make ``version`` the champion, remembering the one it replaces (none: no tag)."""
+    set_tags(mlflow_client, name, version, {PREVIOUS_TAG: previous})
     mlflow_client.set_registered_model_alias(name, CHAMPION, version)
 
 

@@ -1,7 +1,9 @@
 """The pieces of the retrain-and-promote flow that are not the training pipeline itself.
 
 What is new (batches in the landing folder that were never ingested, by the landing record
-that every entry point keeps, or a source whose checksum changed), whether each new batch
+that every entry point keeps; a source whose checksum changed; or rows already ingested, by
+``python -m tabreg ingest`` or ``dvc repro``, that no judged model was trained on), how many of
+the new rows the raw table does not hold yet, whether each new batch
 honours the batch contract (``tabreg.data.landing``: a rejected batch is moved to the
 quarantine folder, with its report, so it is neither ingested nor retried), how far the new rows
 drift from the training reference, whether that is reason enough to retrain, and a lock so that
@@ -48,10 +50,13 @@ class NewData:
     batches: list[Path] = field(default_factory=list)
     source_changed: bool = False
     first_run: bool = False
+    #: Why the raw table holds rows no judged model was trained on (see :func:`unmodelled`).
+    unmodelled: str | None = None
 
     @property
     def found(self) -> bool:
-        return bool(self.batches) or self.source_changed or self.first_run
+        return (bool(self.batches) or self.source_changed or self.first_run
+                or self.unmodelled is not None)
 
     def describe(self) -> str:
         parts = [f"{len(self.batches)} new batch file(s)"] if self.batches else []
@@ -59,6 +64,8 @@ class NewData:
             parts.append("a new source checksum")
         if self.first_run:
             parts.append("no data ingested yet")
+        if self.unmodelled:
+            parts.append(self.unmodelled)
         return ", ".join(parts) or "no new data"
 
 
@@ -83,7 +90,51 @@ def detect_new_data(config: Config, root: Path) -> NewData:
         return entry.get("status") == "ingested" and entry.get("md5") == file_md5(path)
 
     return NewData([p for p in landing if not ingested(p)],
-                   source_changed=report.get("sha256") != config.data.sha256)
+                   source_changed=report.get("sha256") != config.data.sha256,
+                   unmodelled=unmodelled(config, root))
+
+
+def unmodelled(config: Config, root: Path) -> str | None:
+    """Why the raw table holds data that no model the gate judged was trained on, or None.
+
+    The gate's last decision (``reports/promotion.json``) names the data version its
+    challenger was trained on; a raw table with another hash was ingested since, by an entry
+    point other than this flow (``python -m tabreg ingest``, ``dvc repro ingest``), whose
+    batches are therefore no longer new in the landing record, but are new to every model.
+    None too when that cannot be told (a decision from before data versions were recorded).
+    """
+    from tabreg.steps.registry import read_decision
+
+    raw = root / config.paths.raw
+    if not raw.exists():
+        return None
+    decision = read_decision(config, root)
+    if decision is None:
+        return f"{config.paths.raw} was ingested but no model was judged on it yet"
+    judged = decision.get("data_version")
+    if not judged or judged == "unrecorded":
+        return None
+    current = file_md5(raw)
+    if current == judged:
+        return None
+    return (f"{config.paths.raw} changed since the last judged model was trained (data version "
+            f"{judged[:8]} -> {current[:8]}: rows ingested outside the retrain flow)")
+
+
+def count_new_rows(config: Config, root: Path, frames: dict[str, pd.DataFrame]
+                   ) -> tuple[int, int]:
+    """(distinct rows of the accepted batches that the raw table does not hold yet, rows in
+    the batches): a batch whose rows were all ingested before adds nothing to learn from."""
+    from tabreg.config import ROW_ID
+
+    total = sum(len(frame) for frame in frames.values())
+    if not frames:
+        return 0, 0
+    ids = set(pd.concat([frame[ROW_ID] for frame in frames.values()], ignore_index=True))
+    raw = root / config.paths.raw
+    if raw.exists():
+        ids -= set(pd.read_parquet(raw, columns=[ROW_ID])[ROW_ID])
+    return len(ids), total
 
 
 def drift(config: Config, root: Path, current: pd.DataFrame) -> dict | None:
@@ -101,12 +152,17 @@ def drift(config: Config, root: Path, current: pd.DataFrame) -> dict | None:
 
 
 def should_retrain(config: Config, new: NewData, new_rows: int, drift_level: str | None,
-                   trigger: str) -> tuple[bool, str]:
-    """Whether the new data justifies a retrain, and why (or why not)."""
+                   trigger: str, batch_rows: int | None = None) -> tuple[bool, str]:
+    """Whether the new data justifies a retrain, and why (or why not). ``new_rows`` counts
+    only rows the raw table does not hold yet (of ``batch_rows`` in the new batches)."""
     from tabreg.drift import LEVELS
 
-    if new.first_run or new.source_changed:
+    if new.first_run or new.source_changed or new.unmodelled:
         return True, new.describe()
+    if new_rows == 0:  # nothing to learn from, whatever the drift of rows already seen
+        held = f"all {batch_rows} rows" if batch_rows else "their rows"
+        return False, (f"the new batch file(s) add no new rows: {held} are already in the "
+                       f"raw table; nothing to retrain on")
     wanted = config.retrain.drift.retrain_level
     drifted = drift_level is not None and LEVELS.index(drift_level) >= LEVELS.index(wanted)
     if trigger == "drift":
@@ -115,7 +171,9 @@ def should_retrain(config: Config, new: NewData, new_rows: int, drift_level: str
         return False, f"drift is {drift_level or 'unknown'}, below {wanted}: left for the " \
                       "scheduled retrain"
     if new_rows >= config.retrain.min_new_rows:
-        return True, f"{new_rows} new rows"
+        held = (f" ({batch_rows - new_rows} more already in the raw table)"
+                if batch_rows and batch_rows > new_rows else "")
+        return True, f"{new_rows} new rows{held}"
     if drifted:
         return True, f"only {new_rows} new rows, but drift is {drift_level}"
     return False, (f"{new_rows} new rows, fewer than retrain.min_new_rows = "

@@ -3,7 +3,8 @@
 A small FastAPI app run by uvicorn, speaking MLflow's scoring protocol so that clients of
 ``mlflow models serve`` work unchanged, with tabreg's input checks in front of the model:
 
-* ``GET /health`` (and ``/ping``): 200 with the model name and version being served;
+* ``GET /health``: 200 with the model name and version being served, 503 ("degraded", with
+  ``registry_error``) while the store cannot be checked; ``GET /ping``: the same, always 200;
 * ``POST /invocations``: a JSON body in one of MLflow's formats (``dataframe_split``,
   ``dataframe_records``, ``instances``, ``inputs``) or a CSV body (``Content-Type: text/csv``);
   the answer is ``{"predictions": [...], "flags": [[...], ...], "model": {...}}`` with one
@@ -13,8 +14,10 @@ A small FastAPI app run by uvicorn, speaking MLflow's scoring protocol so that c
 
 A new champion is picked up without a restart: a background thread asks the registry every
 ``refresh`` seconds which version holds the alias, loads a new one beside the old, and swaps
-it in once it loads; requests never wait for it, and while the registry cannot be reached the
-current model keeps serving. Pinning a version (``--version``) turns this off.
+it in once it loads; requests never wait for it, and while the registry cannot be reached (or
+the store is lost or damaged) the current model keeps serving and ``/health`` answers 503
+"degraded" with the reason (``/ping`` stays 200). A pinned version (``--version``) never
+changes, and its store is checked all the same.
 
 One process scores one request at a time (the scikit-learn pipeline holds the GIL), so
 ``serve.workers`` (``--workers``) runs that many worker processes behind the one port, each
@@ -217,9 +220,11 @@ class ModelSlot:
                 self.refresh()
                 self.last_error = None
             except Exception as exc:  # noqa: BLE001 - keep serving the current model
-                self.last_error = f"{type(exc).__name__}: {str(exc)[:300]}"
-                log.warning("serving: registry check failed, still serving version %s: %s",
-                            self.served.ref.version, self.last_error)
+                error = f"{type(exc).__name__}: {str(exc)[:1000]}"
+                if error != self.last_error:  # once per fault, not every interval
+                    log.warning("serving: registry check failed, still serving version %s: "
+                                "%s", self.served.ref.version, error)
+                self.last_error = error
 
     def start(self) -> None:
         if self.interval and self._thread is None:
@@ -233,21 +238,28 @@ class ModelSlot:
 
 def registry_slot(config: Config, root: Path, *, version: str | None = None,
                   refresh: float | None = 10.0, threads: int | None = 1) -> ModelSlot:
-    """A slot serving the champion (re-checked every ``refresh`` seconds), or a pinned
-    ``version``. ``threads`` caps the BLAS/OpenMP threads of a prediction (None: no cap)."""
+    """A slot serving the champion, or a pinned ``version``; every ``refresh`` seconds the
+    store is checked (whole, and agreeing with the ledger: ``tabreg.store_health``) and the
+    alias looked up. ``threads`` caps the BLAS/OpenMP threads of a prediction (None: no
+    cap)."""
+    from tabreg import store_health
     from tabreg.registry import CHAMPION
 
     name = config.registry.model_name
     client = scoring.open_store(config, root)
     alias = CHAMPION if version is None else None
 
+    def current() -> Any:
+        # A deleted or emptied store file goes unseen by MLflow's open connections.
+        store_health.check(config, root, client=client, deep=False, quiet=True)
+        return scoring.find_version(client, name, version)
+
     def load(found: Any) -> Served:
         model, ref = scoring.load_registered(name, found, alias)
         spec = scoring.spec_for(model, config.schema, config.data.id_column)
         return Served(model, spec, ref, time.time(), threads)
 
-    return ModelSlot(lambda: scoring.find_version(client, name, version), load,
-                     refresh if version is None else None)
+    return ModelSlot(current, load, refresh)
 
 
 # --- the app --------------------------------------------------------------------------------
@@ -304,14 +316,21 @@ def create_app(slot: ModelSlot, *, max_body: int = MAX_BODY_BYTES) -> Any:
     app = FastAPI(title="tabreg", lifespan=lifespan, docs_url=None, redoc_url=None,
                   openapi_url=None)
 
-    def health() -> dict[str, Any]:
+    def state() -> dict[str, Any]:
         served = slot.served
-        return {"status": "ok", "model": served.ref.to_dict(),
-                "loaded_at": served.loaded_at, "checked_at": slot.checked_at,
-                "refresh_seconds": slot.interval, "registry_error": slot.last_error}
+        return {"status": "degraded" if slot.last_error else "ok",
+                "model": served.ref.to_dict(), "loaded_at": served.loaded_at,
+                "checked_at": slot.checked_at, "refresh_seconds": slot.interval,
+                "registry_error": slot.last_error}
+
+    def health() -> Any:
+        """503 while the last registry check failed (a lost or damaged store, an unreachable
+        server): the model still answers, but nothing follows the champion any more."""
+        body = state()
+        return JSONResponse(body, status_code=200 if body["status"] == "ok" else 503)
 
     app.get("/health")(health)
-    app.get("/ping")(health)
+    app.get("/ping")(state)  # liveness: 200 as long as the process scores
 
     async def invocations(request: Request) -> Any:
         declared = request.headers.get("content-length", "")
@@ -380,6 +399,7 @@ def serve(config: Config, root: Path, *, host: str | None = None, port: int | No
 def _log_serving(name: str, version: str, alias: str | None, refresh: float, url: str,
                  workers: int = 1) -> None:
     follow = (f"follows @{alias}, checked every {refresh:g} s" if alias and refresh
+              else f"pinned; the store checked every {refresh:g} s" if refresh
               else "not re-checked: restart to change it")
     log.info("serving %s version %s (%s) on %s%s", name, version, follow, url,
              f" with {workers} worker processes" if workers > 1 else "")

@@ -16,6 +16,20 @@ user (or a crash) can cause, and what the system must do about it.
 * ``test_landing``: a bad batch first met by ``ingest``, ``validate`` or ``dvc repro`` is
   quarantined as the retrain flow would; the landing record every entry point keeps.
 * ``test_stale_validation``: split refuses a table the last validation did not judge.
+* ``test_retrain_bookkeeping``: what the retrain flow records is true of its run (a batch
+  whose rows were all ingested is a skip; rows ingested outside the flow are retrained on; no
+  earlier decision is passed off as the run's).
+* ``test_killed_run``: kill -9 leaves MLflow runs and Optuna trials RUNNING and a temporary
+  file in ``data/raw/``; the next start ends and removes them, and only those.
+* ``test_flow_start``: two flows starting together on a fresh Prefect home.
+* ``test_fault_messages``: one message, no traceback, for faults of input or environment
+  through ``python -m tabreg`` and both flows (``-v`` for the traceback).
+* ``test_store``: a deleted, emptied, truncated or garbage ``mlflow.db``, or a store without
+  the champion the ledger records, named at ``status``, ``promote``, ``register`` and the
+  flows' preflight, never re-created; backup, wipe, restore and serve the same champion (and
+  ``/health`` degraded meanwhile); restore refusing newer data unless forced.
+* ``test_earlier_data``: ``evaluate-version`` scores a version on an earlier data version's
+  test split through DVC, the working tree untouched; a missing revision or data version.
 
 Add a fault where its family lives; a new family gets its own module.
 """

@@ -52,3 +52,9 @@ def predict(store, monkeypatch, capsys):
         return code, capsys.readouterr().err
 
     return run
+
+
+@pytest.fixture(scope="session")
+def prefect_api(prefect_server):
+    """The session's temporary Prefect server, for the modules that run a flow in-process."""
+    yield

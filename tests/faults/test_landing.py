@@ -53,13 +53,15 @@ def test_ingest_quarantines_a_bad_batch_it_meets_first(make_project, capsys):
     assert (entry["status"], entry["by"], entry["md5"]) == ("quarantined", "ingest", md5)
     assert entry["where"].startswith("data/quarantine/") and entry["reason"]
 
-    # The next batch gets in, recorded with its rows; the retrain flow sees nothing new.
+    # The next batch gets in, recorded with its rows; to the retrain flow it is no longer a
+    # new batch file, but it is data no model was judged on (see test_retrain_bookkeeping).
     good = root / "data/landing/2026-11-08.csv"
     synthetic.write_csv(synthetic.generate(200, seed=8), good)
     assert run(root, "ingest", capsys)[0] == 0
     entry = record(root)["2026-11-08.csv"]
     assert (entry["status"], entry["rows"], entry["new_rows"]) == ("ingested", 200, 200)
-    assert not rt.detect_new_data(config, root).found
+    new = rt.detect_new_data(config, root)
+    assert new.batches == [] and new.unmodelled and new.found
 
     # Rewritten under the same name: new data, though the last ingest report names the file.
     synthetic.write_csv(synthetic.generate(150, seed=9), good)

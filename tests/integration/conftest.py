@@ -2,9 +2,6 @@ import pytest
 
 
 @pytest.fixture(scope="session", autouse=True)
-def prefect_server(tmp_path_factory):
-    """One temporary Prefect server (real API and database) for the whole session."""
-    from prefect.testing.utilities import prefect_test_harness
-
-    with prefect_test_harness(server_startup_timeout=120):
-        yield
+def _prefect_for_every_integration_test(prefect_server):
+    """Every integration module runs flows in-process: on the session's one Prefect server."""
+    yield

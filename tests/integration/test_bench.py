@@ -34,7 +34,9 @@ def test_quick_bench_runs_every_section(tmp_path):
     assert sections["tuning"]["trials"].get("COMPLETE", 0) >= 1
     threads = sections["threads"]
     assert threads["hgb_alone_s"] > 0 and threads["hgb_beside_busy_s"] > 0
-    assert threads["mlp_budget_s"] > 0 and threads["mlp_default_threads_s"] > 0
+    assert threads["mlp_budget_idle_s"] > 0 and threads["mlp_default_idle_s"] > 0
+    assert threads["mlp_budget_busy_s"] > 0 and threads["mlp_default_busy_s"] > 0
+    assert "| MLP fit (2 epochs), idle: thread budget" in done.stdout
     workers = sections["workers"]
     assert workers["one_worker_per_min"] > 0 and workers["two_workers_per_min"] > 0
     assert "| tuning: trials ended per minute, 2 workers over 1" in done.stdout

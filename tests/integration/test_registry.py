@@ -65,6 +65,17 @@ def test_promotion_history_and_rollback(project, fitted):
     first = steps.gate(CONFIG, project, trigger="test")
     assert first["action"] == "promote" and "no champion yet" in first["reasons"][0]
     assert aliases(project) == {CHAMPION: v1, CHALLENGER: v1}
+    # No tag stands for evidence that does not exist (no champion to compare with), and the
+    # version says in its description what the gate decided and why.
+    first_version = registry.client(CONFIG, project).get_model_version(NAME, v1)
+    assert {"gate.champion_rmse", "gate.champion_version", "gate.difference", "gate.slices",
+            registry.PREVIOUS_TAG}.isdisjoint(first_version.tags)
+    assert all(value != "" for value in first_version.tags.values()), first_version.tags
+    assert first_version.description.startswith(f"{NAME} version {v1}: a ")
+    assert "The gate (test) made it champion: no champion yet" in first_version.description
+    shown = steps.status_text(steps.status(CONFIG, project))  # one version, said once
+    assert f"challenger the champion itself (version {v1})" in shown
+    assert shown.count(f"version {v1}") == 2, shown  # the champion line and that line
 
     v2 = register(project, fitted["strong"])
     assert aliases(project) == {CHAMPION: v1, CHALLENGER: v2}
@@ -79,6 +90,8 @@ def test_promotion_history_and_rollback(project, fitted):
     client = registry.client(CONFIG, project)
     tags = client.get_model_version(NAME, v2).tags
     assert tags["gate.outcome"] == "promote" and tags[registry.PREVIOUS_TAG] == v1
+    assert f"made it champion, replacing version {v1}: RMSE" in \
+        client.get_model_version(NAME, v2).description
     assert float(tags["gate.champion_rmse"]) == pytest.approx(evidence["champion_rmse"])
     decision = json.loads((project / "reports/promotion.json").read_text())
     assert decision["challenger"] == v2 and decision["champion"] == v1
@@ -106,8 +119,10 @@ def test_a_worse_challenger_leaves_the_champion(project, fitted):
     decision = steps.gate(CONFIG, project, trigger="test")
     assert decision["action"] == "keep champion"
     assert aliases(project) == {CHAMPION: v1, CHALLENGER: v2}
-    tags = registry.client(CONFIG, project).get_model_version(NAME, v2).tags
+    judged = registry.client(CONFIG, project).get_model_version(NAME, v2)
+    tags = judged.tags
     assert tags["gate.outcome"] == "keep" and "promotion needs" in tags["gate.reasons"]
+    assert f"The gate (test) kept version {v1} as champion: " in judged.description
 
 
 def test_the_first_model_must_meet_the_bar(project, fitted):

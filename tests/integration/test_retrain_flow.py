@@ -8,6 +8,7 @@ import asyncio
 import json
 import subprocess
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -18,6 +19,7 @@ from tabreg import registry
 from tabreg import retrain as rt
 from tabreg.config import load_config
 from tabreg.data import batches, synthetic
+from tests.integration.prefect_view import prefect_view
 
 pytestmark = pytest.mark.integration
 
@@ -33,7 +35,7 @@ def _ledger(root: Path) -> list[dict]:
     return registry.read_ledger(root / "registry/ledger.jsonl")
 
 
-async def _deploy_and_trigger(made: list) -> tuple[dict, str]:
+async def _deploy_and_trigger(made: list) -> tuple[dict, Any]:
     """Register the deployments with the (test) Prefect server, trigger the retrain one and
     let a runner execute it, as `make schedule` would; returns the schedules and the state."""
     from prefect.client.orchestration import get_client
@@ -52,7 +54,7 @@ async def _deploy_and_trigger(made: list) -> tuple[dict, str]:
         run = await client.create_flow_run_from_deployment(found.id)
         await runner.start(run_once=True)
         state = (await client.read_flow_run(run.id)).state
-    return schedules, state.type.value
+    return schedules, state
 
 
 def test_retrain_skips_rejects_promotes_and_rolls_back(make_project):
@@ -70,7 +72,7 @@ def test_retrain_skips_rejects_promotes_and_rolls_back(make_project):
     schedules, state = asyncio.run(_deploy_and_trigger(made))
     assert schedules == {DEPLOYMENT: ("0 3 * * 1", "schedule", 1),
                          DRIFT_DEPLOYMENT: ("*/30 * * * *", "drift", 1)}
-    assert state == "COMPLETED"
+    assert (state.type.value, state.name) == ("COMPLETED", "Skipped")  # apart in the UI
     assert _ledger(root)[-1]["action"] == "skip"
     assert _ledger(root)[-1]["reasons"] == ["no new data"]
 
@@ -89,7 +91,8 @@ def test_retrain_skips_rejects_promotes_and_rolls_back(make_project):
 
     # Much more data: the retrained model is better on the same test rows and is promoted.
     synthetic.write_csv(batches.make_batch(5000, seed=22), landing / "2026-11-08.csv")
-    outcome = retrain(root=str(root))
+    run = retrain(root=str(root), return_state=True)
+    outcome = run.result()
     assert outcome["action"] == "retrain" and outcome["decision"] == "promote", outcome
     assert outcome["ran"][:3] == ["ingest", "validate", "split"]
     drift = json.loads((root / "reports/drift.json").read_text())
@@ -100,8 +103,17 @@ def test_retrain_skips_rejects_promotes_and_rolls_back(make_project):
     gate = json.loads((root / "reports/promotion.json").read_text())["evidence"]
     assert gate["challenger_rmse"] < gate["champion_rmse"] and gate["difference"]["high"] < 0
 
-    # Retrain again at once: nothing new, nothing trained.
-    assert retrain(root=str(root))["action"] == "skip"
+    # In the Prefect UI: the retrain's own tasks by name, its outcome as artifacts.
+    view = prefect_view(run.state_details.flow_run_id, wait_for_log="retrain: retrain")
+    assert {"check new batches", "measure drift", "version data"} <= set(view["tasks"])
+    assert {"retrain-summary", "retrain-table"} <= set(view["artifacts"])
+    table = json.loads(view["artifacts"]["retrain-table"])
+    assert {"kind": "decision", "name": "promotion", "value": "promote"}.items() <= \
+        next(r for r in table if r["kind"] == "decision").items()
+
+    # Retrain again at once: nothing new, nothing trained, and the run shows as Skipped.
+    again = retrain(root=str(root), return_state=True)
+    assert again.name == "Skipped" and again.result()["action"] == "skip"
 
     # Rollback from the command line: champion back to the first model, recorded.
     done = subprocess.run(["python", "-m", "tabreg", "--root", str(root), "-q", "rollback"],

@@ -36,6 +36,9 @@ def test_mlflow_holds_the_pipeline_run_trials_and_model(trained):
     parent = mlflow.get_run(tuning["parent_run_id"])
     assert parent.data.params["split.test_size"] == "0.2"
     assert parent.data.params["tune.n_trials"] == "4"
+    # The configuration in force, each search range one value, no nulls.
+    assert parent.data.params["tune.space.random_forest.n_estimators"] == "int [10, 30]"
+    assert "null" not in parent.data.params.values()
     assert parent.data.tags["data_version"] == raw_md5
     assert len(parent.data.tags["git_commit"]) >= 40
     assert parent.data.metrics["test_rmse"] > 0
@@ -50,6 +53,9 @@ def test_mlflow_holds_the_pipeline_run_trials_and_model(trained):
     assert set(trials["tags.state"]) <= {"complete", "pruned", "failed"}
     assert "complete" in set(trials["tags.state"])
     assert (runs["tags.kind"] == "train").sum() == 1
+    trained_run = mlflow.get_run(train["run_id"]).data.params  # MLP settings on MLP runs only
+    is_mlp = train["family"] == "mlp" or "mlp" in trained_run.get("blend.members", "")
+    assert ("train.max_epochs" in trained_run) == is_mlp, trained_run
     client = mlflow.MlflowClient()
     for run_id in trials[trials["tags.family"] == "mlp"]["run_id"]:  # learning curves
         curve = client.get_metric_history(run_id, "fold0_val_rmse")
@@ -58,8 +64,23 @@ def test_mlflow_holds_the_pipeline_run_trials_and_model(trained):
     run = mlflow.get_run(train["run_id"])
     for key in ("test_rmse", "test_mae", "test_r2", "test_mape", "test_rmse_low"):
         assert key in run.data.metrics
-    artifacts = {a.path for a in mlflow.MlflowClient().list_artifacts(train["run_id"], "plots")}
+    # The evaluation is a run of its own: its settings as params, its metrics, its plots.
+    evaluation = runs[runs["tags.kind"] == "evaluate"]
+    assert len(evaluation) == 1
+    assert evaluation.iloc[0]["params.evaluate.bootstrap"] == "100"
+    evaluation_id = evaluation.iloc[0]["run_id"]
+    assert mlflow.get_run(evaluation_id).data.metrics["test_rmse"] == run.data.metrics["test_rmse"]
+    artifacts = {a.path for a in client.list_artifacts(evaluation_id, "plots")}
     assert {"plots/predicted_vs_actual.png", "plots/error_map.png"} <= artifacts
+
+    # The logged model is named as it is registered, and carries the test metrics.
+    logged = client.get_logged_model(train["model_uri"].removeprefix("models:/"))
+    assert logged.name == "housing"
+    assert "test_rmse" in {m.key for m in logged.metrics}
+    version = client.get_model_version("housing", "1")
+    assert version.description.startswith("housing version 1: a ")
+    assert "The gate (pipeline)" in version.description
+    assert all(value != "" for value in version.tags.values()), version.tags
 
 
 def test_logged_model_predicts_the_same_in_a_fresh_process(trained):

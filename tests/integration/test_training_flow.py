@@ -1,8 +1,12 @@
 """The Prefect flow and DVC drive the same steps and agree on what is up to date."""
 
 import json
+import os
+import re
 import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import pytest
@@ -12,7 +16,8 @@ from flows.training import main, training
 from tabreg.config import ROW_ID
 from tabreg.data import synthetic
 from tabreg.data.landing import BatchRejected
-from tests.conftest import set_params
+from tests.conftest import ROOT, set_params
+from tests.integration.prefect_view import prefect_view
 
 pytestmark = pytest.mark.integration
 
@@ -35,16 +40,41 @@ def stale(root: Path) -> set[str]:
     return set(json.loads(dvc(root, "status", "--json")))
 
 
+def run_flow(root: Path) -> tuple[list[dict], Any]:
+    """The training flow on ``root``: its stages, and its flow run's id."""
+    state = training(root=str(root), return_state=True)
+    return state.result(), state.state_details.flow_run_id
+
+
 def test_flow_and_dvc_agree(make_project):
     root = make_project(rows=3000, git=True)
-    assert ran(training(root=str(root))) == ALL
+    stages, first = run_flow(root)
+    assert ran(stages) == ALL
     assert stale(root) == set()
     lock = (root / "dvc.lock").read_text()
+    # `dvc metrics show` lists measurements, not the split's or evaluation's settings.
+    shown = dvc(root, "metrics", "show")
+    assert "rmse" in shown and "max_stratum_test_share_deviation" in shown
+    assert not re.search(r"\b(seed|strategy|test_size|confidence|family)\b", shown), shown
 
     # Nothing changed: the flow and dvc repro both recompute nothing.
-    assert ran(training(root=str(root))) == []
+    stages, second = run_flow(root)
+    assert ran(stages) == []
     assert "didn't change" in dvc(root, "repro")
     assert (root / "dvc.lock").read_text() == lock
+
+    # In the Prefect UI: task runs named after their stages; an up-to-date stage shows as
+    # Skipped; the summary in the run's logs and as artifacts (Markdown, and a table of the
+    # stages, the metrics and the promotion decision).
+    assert prefect_view(first)["tasks"] == dict.fromkeys(ALL, "Completed")
+    view = prefect_view(second, wait_for_log="Training pipeline summary")
+    assert view["tasks"] == dict.fromkeys(ALL, "Skipped")
+    assert any("ingest     up to date (skipped)" in m for m in view["logs"]), view["logs"]
+    assert {"training-summary", "training-table"} <= set(view["artifacts"])
+    assert "| tune | skipped |" in view["artifacts"]["training-summary"]
+    table = json.loads(view["artifacts"]["training-table"])
+    assert [r["name"] for r in table if r["kind"] == "stage"] == ALL
+    assert {"test RMSE", "promotion"} <= {r["name"] for r in table}
 
     # Only split.test_size changed: split reruns, ingest and validate do not.
     set_params(root, "split", test_size=0.25)
@@ -60,11 +90,43 @@ def test_flow_and_dvc_agree(make_project):
     assert stale(root) == set()
 
 
+#: Lines a run on good data must not print: library bookkeeping and warnings a user cannot
+#: act on, DVC's status dictionaries, and the formats other than Prefect's one.
+NOISE = {
+    "MLflow's dataset source warning": r"can be interpreted in multiple ways",
+    "Optuna's ExperimentalWarning": r"ExperimentalWarning",
+    "mlflow.sklearn's pickle warning": r"pickle or cloudpickle format",
+    "Great Expectations' temporary folders": r"ephemeral docs site",
+    "DVC's lock-file lines": r"lock file 'dvc\.lock'",
+    "MLflow's table creation": r"database tables",
+    "MLflow's registration prints": r"Successfully registered model|Created version '",
+    "DVC's status dictionaries": r"changed deps|changed outs",
+    "MLflow's log format": r"^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d ",
+    "DVC's log format": r"^(WARNING|INFO|ERROR): ",
+    "any warning": r"\| WARNING \|",
+}
+
+
 def test_command_line_prints_the_summary(make_project, capsys):
+    """`make run` on generated data: everything it prints (run as make runs it, against the
+    test session's Prefect server), the summary on stdout, and none of the noise."""
+    from prefect.settings import PREFECT_API_URL
+
     root = make_project(rows=2000)
     subprocess.run(["dvc", "init", "--no-scm", "-q"], cwd=root, check=True)
-    assert main(["--root", str(root)]) == 0
-    out = capsys.readouterr().out
+    env = {**os.environ, "PREFECT_API_URL": PREFECT_API_URL.value(),
+           "PREFECT_LOGGING_EXTRA_LOGGERS": "tabreg", "DVC_NO_ANALYTICS": "1",
+           "GX_ANALYTICS_ENABLED": "false", "MLFLOW_DISABLE_TELEMETRY": "true"}
+    done = subprocess.run([sys.executable, str(ROOT / "flows/training.py"), "--root", str(root)],
+                          cwd=root, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-3000:]
+    out, printed = done.stdout, (done.stdout + done.stderr).splitlines()
+    found = {what: [line for line in printed if re.search(pattern, line)]
+             for what, pattern in NOISE.items()}
+    assert not {what: lines for what, lines in found.items() if lines}, done.stderr
+    stamped = [line for line in printed if re.match(r"^\d", line)]
+    assert stamped and all(re.match(r"^\d\d:\d\d:\d\d\.\d{3} \| ", line) for line in stamped)
+    assert "ingest: not run before, running" in done.stderr  # decisions as sentences
     version = yaml.safe_load((root / "dvc.lock").read_text())["stages"]["ingest"]["outs"][0]["md5"]
     assert f"2000 rows from 1 file(s), version {version}" in out
     assert "ingest     ran in" in out and "test rows" in out

@@ -53,9 +53,45 @@ def test_check_file(tmp_path, suite):
     assert "median_income" in done.stderr and "99" in done.stderr
 
 
+def test_new_batch_refuses_another_problems_schema(tmp_path):
+    """The demonstration batches are rows of the default problem: in a project with another
+    schema (the README's worked example) they would only be quarantined, so say so at once."""
+    import yaml
+
+    from tests.another_problem import readme_example
+
+    tree = {**yaml.safe_load((ROOT / "params.yaml").read_text()), **readme_example()}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(tree))
+    done = cli("--root", str(tmp_path), "new-batch", "--rows", "10")
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert "not of this one" in done.stderr and "'duration_min'" in done.stderr
+    assert not (tmp_path / "data/landing").exists()
+
+
 def test_generate_archive_prints_its_checksum(tmp_path):
     done = cli("generate", "--rows", "300", "--out", str(tmp_path / "h.tgz"))
     assert done.returncode == 0
     from tabreg.data.source import sha256_of
 
     assert json.loads(done.stdout)["sha256"] == sha256_of(tmp_path / "h.tgz")
+
+
+def test_help_texts_are_plain_and_every_command_says_what_it_does():
+    top = cli("--help")
+    assert top.returncode == 0 and "``" not in top.stdout
+    assert "python -m tabreg: the command line" in " ".join(top.stdout.split())
+    tune = cli("tune", "--help")
+    assert "Optuna study" in tune.stdout and "resumes" in tune.stdout
+    from tabreg.cli import _parser
+
+    commands = next(a for a in _parser()._actions if a.dest == "command").choices
+    assert not [name for name, parser in commands.items() if not parser.description]
+
+
+def test_make_help_into_a_pipe_is_plain_text_with_values():
+    done = subprocess.run(["make", "--no-print-directory", "help", "UI_PORT=5123"], cwd=ROOT,
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    assert "\033" not in done.stdout and "$(" not in done.stdout
+    assert "http://127.0.0.1:5123" in done.stdout
+    assert done.stdout.splitlines()[0].split() == ["help", "list", "the", "targets"]

@@ -33,6 +33,11 @@ def test_project_params_load_frozen():
         (lambda t: t["schema"].update(categorical=["longitude"]), r"'longitude' is listed twice"),
         (lambda t: t.update(extra={"a": 1}), r"extra: unknown key"),
         (lambda t: t["evaluate"]["slices"][1].update(column="x"), r"slices\.1\.column: 'x'"),
+        (lambda t: t["evaluate"]["error_map"].update(latitude="lat"),
+         r"evaluate\.error_map\.latitude: 'lat'"),
+        (lambda t: t["data"].update(duplicates="ignore"),
+         r"data\.duplicates: .*'reject', 'drop' or 'keep'"),
+        (lambda t: t["problem"].update(rows=""), r"problem\.rows: .*at least 1"),
     ],
 )
 def test_bad_config_names_the_key(mutate, message):
@@ -40,6 +45,21 @@ def test_bad_config_names_the_key(mutate, message):
     mutate(t)
     with pytest.raises(ConfigError, match=message):
         parse_config(t, env={})
+
+
+def test_the_problem_in_words_has_neutral_defaults():
+    """A params.yaml without ``problem:`` gets no housing words, and no housing features."""
+    t = tree()
+    for key in ("problem", "features"):
+        del t[key]
+    t["tune"]["space"].pop("features")
+    t["evaluate"].pop("error_map")
+    config = parse_config(t, env={})
+    assert config.problem.target is None and config.problem.unit == ""
+    assert config.problem.rows == "rows" and not config.problem.limitations
+    assert config.features.geo is None and config.evaluate.error_map is None
+    housing = load_config(ROOT / "params.yaml", env={}).problem
+    assert housing.unit == "$" and "California" in housing.target
 
 
 def test_env_overrides_only_the_data_source():

@@ -254,10 +254,36 @@ def test_prediction_plots(tmp_path) -> None:
     assert all(_is_png(path) for path in out)
 
 
+def _png_text(path) -> list[str]:
+    """What a plot says, as :func:`plots.figure_text` wrote it into the PNG."""
+    from PIL import Image
+
+    with Image.open(path) as image:
+        return image.info["Description"].splitlines()
+
+
 def test_slice_plot(tmp_path) -> None:
     assert _is_png(plots.rmse_by_slice(TABLE, tmp_path / "slices.png"))
     assert _is_png(plots.rmse_by_slice(TABLE[:1], tmp_path / "one.png"))
     assert _is_png(plots.rmse_by_slice([], tmp_path / "none.png"))
+    assert "no slices configured (evaluate.slices)" in _png_text(tmp_path / "none.png")
+
+
+def test_slice_plot_legend_covers_no_bar_and_bins_show_their_range(tmp_path) -> None:
+    specs = load_config(ROOT / "params.yaml", env={}).evaluate.slices
+    frame = synthetic.generate(3000, seed=4)
+    y = frame["median_house_value"].to_numpy()
+    table = slices.slice_table(frame, y, y * 1.1, specs)
+    fig = plots.slice_figure(table, unit="$")
+    fig.draw_without_rendering()
+    legend = fig.legends[0].get_window_extent()
+    (ax,) = fig.axes
+    assert not legend.overlaps(ax.get_window_extent())
+    assert not any(legend.overlaps(bar.get_window_extent()) for bar in ax.patches)
+    text = _png_text(plots.rmse_by_slice(table, tmp_path / "slices.png", unit="$"))
+    assert any(line.startswith("2: 1.5 < median_income ≤ 3 (n=") for line in text), text
+    assert any(line.startswith("south: latitude ≤ 36 (n=") for line in text)
+    assert "RMSE ($)" in text and "income_cat" in text
 
 
 def test_training_and_tuning_plots(tmp_path) -> None:
@@ -280,23 +306,60 @@ def test_training_and_tuning_plots(tmp_path) -> None:
         plots.param_importances({"only": 1.0}, tmp_path / "one_param.png"),
     ]
     assert all(_is_png(path) for path in out)
+    # trials are counted: whole numbers on the axis, never 0.5 or 2.5
+    ticks = _png_text(tmp_path / "history.png")
+    assert {"0", "1", "2", "3", "4"} <= set(ticks)
+    assert not {"0.5", "1.5", "2.5", "3.5", "0.0", "1.0"} & set(ticks), ticks
+
+
+def test_a_plot_not_drawn_says_why(tmp_path) -> None:
+    path = plots.not_drawn(tmp_path / "importances.png", "Hyperparameter importance",
+                           "not computed: 2 complete trials")
+    assert _is_png(path)
+    assert set(_png_text(path)) == {"Hyperparameter importance",
+                                    "not computed: 2 complete trials"}
+
+
+def test_plots_use_the_target_unit_and_row_name(tmp_path) -> None:
+    rng = np.random.default_rng(3)
+    y = rng.uniform(3.0, 20.0, 400)
+    p = y + rng.normal(0, 0.8, y.size)
+    text = _png_text(plots.residuals(y, p, tmp_path / "r.png", unit="L/100 km", rows="trips"))
+    assert "Predicted − actual (L/100 km)" in text and "Test trips" in text
+    text = _png_text(plots.predicted_vs_actual(y, p, tmp_path / "p.png", unit="L/100 km",
+                                               rows="trips"))
+    assert "Actual value (L/100 km)" in text and "test trips" in text
+    assert not any("capped" in line or "$" in line for line in text)
+    # ticks of a small-valued target keep their decimals instead of rounding to whole units
+    small = _png_text(plots.residuals(y / 100, p / 100, tmp_path / "s.png"))
+    assert any("." in line and line.replace(".", "").lstrip("−-").isdigit() for line in small)
 
 
 # --- model card --------------------------------------------------------------------------
 
 
-def test_model_card_contents() -> None:
-    text = card.model_card(
+def _card(slices: list[dict], **kwargs) -> str:
+    defaults = dict(
         name="tabreg", data_version="abc123def", git_commit="0123456789ab",
         family="hist_gradient_boosting", params={"max_iter": 300, "learning_rate": 0.08},
         metrics={"rmse": 41_448.3, "mae": 28_001.9, "r2": 0.8712, "mape": 15.43, "n": 4128},
-        interval=(40_120.4, 42_876.6), confidence=0.95, slices=TABLE,
+        interval=(40_120.4, 42_876.6), confidence=0.95, slices=slices,
         split={"strategy": "hash", "total": 20640, "train": 16512, "test": 4128},
-        trained_at="2024-05-01T12:00:00+00:00", limitations=["Trained on synthetic data."])
+        trained_at="2024-05-01T12:00:00+00:00")
+    return card.model_card(**{**defaults, **kwargs})
+
+
+def test_model_card_contents() -> None:
+    problem = load_config(ROOT / "params.yaml", env={}).problem
+    y = np.r_[np.full(200, 500_001.0), np.linspace(15_000, 499_000, 3928)]
+    text = _card(TABLE, problem=problem,
+                 limitations=card.data_limitations(y, TABLE, problem.rows))
     for expected in ["41,448", "28,002", "0.8712", "15.4%", "4,128", "40,120", "42,877",
                      "95%", "abc123def", "0123456789ab", "hash", "16,512", "max_iter",
-                     "Trained on synthetic data.", "500,001", "1990", "ISLAND",
-                     "dvc repro", "make run"]:
+                     "median house value of a California census district ($)",
+                     "valuing individual properties", "1990",
+                     "capped at 500,001: 200 of 4,128 test districts (4.8%)",
+                     "slice ocean_proximity: ISLAND (3 rows)", "dvc repro", "make run"]:
         assert expected in text, expected
     for row in TABLE:
         assert f"| {row['slice']} | {row['value']} | {row['n']:,} |" in text or (
@@ -305,6 +368,42 @@ def test_model_card_contents() -> None:
     assert "| **income_cat** | **1** | **120** | **50,000** |" in text
     assert "**ISLAND**" not in text
     assert card.worst_slice([]) is None
+
+
+def test_limitations_follow_the_data() -> None:
+    """A cap or a tiny slice is stated only when the test data shows it."""
+    problem = load_config(ROOT / "params.yaml", env={}).problem
+    without_island = [r for r in TABLE if r["value"] != "ISLAND"]
+    smooth = np.linspace(15_000, 499_000, 4128)  # no pile-up at the top
+    assert card.data_limitations(smooth, without_island, "districts") == []
+    text = _card(without_island, problem=problem,
+                 limitations=card.data_limitations(smooth, without_island, "districts"))
+    assert "ISLAND" not in text and "capped" not in text and "1990" in text
+    # a couple of equal top values is a coincidence, not a cap
+    assert card.capped_at(np.r_[smooth, smooth.max()]) is None
+
+
+def test_a_card_without_a_problem_says_nothing_about_housing() -> None:
+    from tabreg.config import ProblemConfig
+
+    text = _card([], target="`fuel_l_per_100km`")
+    assert "predicting `fuel_l_per_100km`." in text and "Not stated" in text
+    assert "None stated" in text
+    tonnes = ProblemConfig(target="the payload of a delivery van", unit="t", rows="trips",
+                           intended_use="Planning loads.", out_of_scope=("billing",))
+    text = _card([], problem=tonnes, metrics={"rmse": 0.8123, "mae": 0.61, "n": 50},
+                 interval=(0.7011, 0.9344))
+    assert "payload of a delivery van (t). Test RMSE 0.8123 (95% interval 0.7011 – 0.9344)" \
+        in text
+    assert "- billing" in text and "Planning loads." in text
+    for word in ("housing", "district", "california", "island", "$"):
+        assert word not in text.lower(), word
+
+
+def test_numbers_keep_their_precision_in_any_unit() -> None:
+    assert card.number(41_448.3) == "41,448" and card.number(-3_000.0, signed=True) == "-3,000"
+    assert card.number(0.81234) == "0.8123" and card.number(12.345) == "12.35"
+    assert card.number(0.5, signed=True) == "+0.5" and card.number(0.0) == "0"
 
 
 def test_card_checkout_command_is_a_valid_ref_for_a_dirty_tree():

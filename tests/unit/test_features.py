@@ -258,11 +258,13 @@ def test_without_geo_the_coordinates_are_plain_numbers(train, test):
 
 
 def test_empty_ratios_and_logs(train, test):
-    no_ratio_log = FeaturesConfig(ratios=(), log=())
+    no_ratio_log = FeaturesConfig(ratios=(), log=(), geo=GeoConfig())
     names = feature_names(fitted(train, no_ratio_log))
     assert len(names) == 10 + 5 + 6
     assert not any(n.startswith(("ratio__", "log__")) for n in names)
-    bare = fitted(train, FeaturesConfig(geo=None))
+    # nothing configured, nothing housing-specific: no ratio, log or geographic block
+    assert FeaturesConfig() == FeaturesConfig(ratios=(), log=(), geo=None)
+    bare = fitted(train, FeaturesConfig())
     out = bare.transform(test)
     assert feature_names(bare) == ([f"cat__ocean_proximity_{c}" for c in CATEGORIES]
                                    + [f"num__{c}" for c in SCHEMA.numeric])

@@ -160,12 +160,51 @@ def test_columns_in_another_order_are_accepted(tmp_path):
                                   check_exact=False)
 
 
+def with_repeats(rows: int = 10, seed: int = 0) -> pd.DataFrame:
+    """``rows`` generated rows, then rows 2 and 5 again and row 2 a third time."""
+    frame = synthetic.generate(rows, seed=seed)
+    return pd.concat([frame, frame.iloc[[2, 5, 2]]], ignore_index=True)
+
+
 def test_duplicated_rows_in_one_file(tmp_path):
-    frame = synthetic.generate(10)
-    frame = pd.concat([frame, frame.iloc[[2, 5]]], ignore_index=True)
-    with pytest.raises(SchemaError, match=r"f\.csv: 2 duplicated rows .*line 12 repeats line 4, "
-                                          r"line 13 repeats line 7"):
+    frame = with_repeats()
+    with pytest.raises(SchemaError, match=r"f\.csv: 3 duplicated rows .*line 12 repeats line 4, "
+                                          r"line 13 repeats line 7.*data\.duplicates is "
+                                          r"'reject'.*'keep'.*'drop'"):
         ingest.with_identity(frame, SCHEMA, "f.csv")
+    with pytest.raises(SchemaError, match=r"the same 'median_income'.*data\.duplicates"):
+        ingest.with_identity(frame, SCHEMA, "f.csv", "median_income", "reject")
+
+
+def test_duplicates_drop_keeps_the_first_of_each():
+    frame = with_repeats()
+    plain = ingest.with_identity(frame.iloc[:10], SCHEMA, "f.csv")
+    dropped = ingest.with_identity(frame, SCHEMA, "f.csv", duplicates="drop")
+    pd.testing.assert_frame_equal(dropped, plain)  # the same rows, the same identities
+    table, infos = ingest.append_batches(dropped, [])
+    assert len(table) == 10
+    assert (infos[0].rows_read, infos[0].rows_added, infos[0].repeated_rows) == (13, 10, 3)
+
+
+def test_duplicates_keep_gives_each_repeat_its_own_identity():
+    frame = with_repeats()
+    plain = ingest.with_identity(frame.iloc[:10], SCHEMA, "f.csv")
+    kept = ingest.with_identity(frame, SCHEMA, "f.csv", duplicates="keep")
+    assert len(kept) == 13 and kept[ROW_ID].is_unique
+    # first occurrences keep the identity they would have without repeats, and the numbering
+    # by occurrence is stable: the same file gives the same identities again
+    assert kept[ROW_ID].iloc[:10].tolist() == plain[ROW_ID].tolist()
+    again = ingest.with_identity(frame, SCHEMA, "f.csv", duplicates="keep")
+    assert again[ROW_ID].tolist() == kept[ROW_ID].tolist()
+    # a later batch adds a repeated row only beyond the occurrences the table holds
+    row2 = frame.iloc[[2]]
+    once = ingest.with_identity(row2, SCHEMA, "b1.csv", duplicates="keep")
+    four = ingest.with_identity(pd.concat([row2] * 4, ignore_index=True), SCHEMA, "b2.csv",
+                                duplicates="keep")
+    table, infos = ingest.append_batches(kept, [once, four])
+    assert len(table) == 14 and table[ROW_ID].is_unique
+    assert [(i.rows_added, i.rows_already_present, i.repeated_rows) for i in infos] == [
+        (13, 0, 3), (0, 1, 0), (1, 3, 3)]
 
 
 def test_append_drops_rows_already_present_and_keeps_order():
@@ -195,6 +234,34 @@ def test_bad_batch_leaves_previous_raw_table_untouched(make_project):
     assert raw.read_bytes() == before
     assert not (root / "data/landing/2026-01-bad.csv").exists()
     assert not [p for p in raw.parent.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_step_follows_the_duplicates_policy(make_project):
+    root = make_project(rows=1500)
+    repeats = with_repeats(300, seed=9)
+    synthetic.write_csv(repeats, root / "data/landing/2026-03.csv")
+    set_params(root, "data", duplicates="keep")
+    result = steps.ingest(load_config(root / "params.yaml", env={}), root)
+    assert result["rows"] == 1803
+    assert result["batches"][1] == {"name": "2026-03.csv", "rows_read": 303, "rows_added": 303,
+                                    "rows_already_present": 0, "repeated_rows": 3}
+    # the default refuses such a file, and says which setting would take it
+    set_params(root, "data", duplicates="reject")
+    synthetic.write_csv(repeats, root / "data/landing/2026-04.csv")
+    with pytest.raises(BatchRejected, match=r"2026-04\.csv: 3 duplicated rows.*data\.duplicates"):
+        steps.ingest(load_config(root / "params.yaml", env={}), root)
+
+
+def test_a_plain_csv_source_needs_no_member_but_an_archive_does(make_project, tmp_path):
+    from tabreg.errors import ConfigError
+
+    root = make_project(rows=1200)
+    set_params(root, "data", member=None)
+    with pytest.raises(ConfigError, match=r"data\.member: housing\.tgz is an archive"):
+        steps.ingest(load_config(root / "params.yaml", env={}), root)
+    csv = good_csv(tmp_path, rows=1200)
+    set_params(root, "data", source=str(csv), sha256=source.sha256_of(csv))
+    assert steps.ingest(load_config(root / "params.yaml", env={}), root)["rows"] == 1200
 
 
 def test_step_appends_landing_batches(make_project):

@@ -87,4 +87,7 @@ def test_report_is_the_books_figure_2_10():
     stratified = sum(abs(s["test_error_pct"]) for s in rep["strata"])
     random = sum(abs(s["random_error_pct"]) for s in rep["strata"])
     assert stratified < random
-    assert "| stratum | rows | overall %" in split.report_markdown(rep)
+    text = split.report_markdown(rep)
+    assert "| stratum | range | rows | overall %" in text
+    # each income category says which incomes it holds, not only its label
+    assert "| 1 | 0 < median_income ≤ 1.5 |" in text and "| 5 | median_income > 6 |" in text

@@ -180,3 +180,27 @@ def test_blend_round_trips_and_predicts_the_weighted_average():
     model = make_pipeline(blend, CONFIG).fit(frame, y)
     parts = [make_pipeline(m, CONFIG).fit(frame, y).predict(frame) for m in (rf, hgb)]
     np.testing.assert_allclose(model.predict(frame), 0.25 * parts[0] + 0.75 * parts[1])
+
+
+def test_pruner_compares_a_trial_only_with_its_own_family():
+    from tabreg.tuning.worker import PRUNE_STARTUP_TRIALS, prune_within_family
+
+    def frozen(family, value, state=optuna.trial.TrialState.COMPLETE):
+        return optuna.trial.create_trial(
+            params={"family": family},
+            distributions={"family": optuna.distributions.CategoricalDistribution(
+                ["random_forest", "hist_gradient_boosting"])},
+            intermediate_values={0: value}, value=value if state.is_finished() else None,
+            state=state)
+
+    forests = [frozen("random_forest", 40_000.0 + i) for i in range(PRUNE_STARTUP_TRIALS)]
+    boosting = frozen("hist_gradient_boosting", 45_000.0, optuna.trial.TrialState.RUNNING)
+    # Worse than every forest, but its family has no finished trial yet: not pruned.
+    assert not prune_within_family(forests, boosting)
+    boosters = [frozen("hist_gradient_boosting", 44_000.0 + i)
+                for i in range(PRUNE_STARTUP_TRIALS)]
+    assert prune_within_family(forests + boosters, boosting)
+    assert not prune_within_family(forests + boosters,
+                                   frozen("hist_gradient_boosting", 43_000.0,
+                                          optuna.trial.TrialState.RUNNING))
+    assert prune_within_family(boosters[:-1] + forests, boosting) is False

@@ -407,7 +407,8 @@ def test_write_report(bad_report: V.ValidationReport, tmp_path: Path) -> None:
     assert data["result"]["statistics"]["unsuccessful_expectations"] == 2
     html = paths["html"].read_text()
     assert html.lstrip().lower().startswith("<!doctype html")
-    assert "Expectation Suite:" in html and ">raw</a>" in html  # GX Data Docs' page header
+    assert "Expectation Suite:</span> raw<br>" in html  # GX Data Docs' page header
+    assert "Data asset: raw<br>" in html and "__none__" not in html  # named table and run
     assert "latitude" in html and "ocean_proximity" in html
     assert sorted(p.name for p in (tmp_path / "reports").iterdir()) == ["raw.html", "raw.json"]
     V.write_report(bad_report, tmp_path / "reports", "raw")  # overwrites in place

@@ -75,3 +75,15 @@ def unit_interval(ids: pd.Series, seed: int) -> np.ndarray:
     with np.errstate(over="ignore"):
         mixed = _mix(values ^ _mix(np.array([seed], dtype=np.uint64) * _GOLDEN)[0])
     return (mixed >> np.uint64(11)).astype(np.float64) / float(1 << 53)
+
+
+def occurrence_ids(ids: pd.Series) -> pd.Series:
+    """Identities that tell exact repeats apart (``data.duplicates: keep``): the k-th repeat of
+    an identity (k >= 1, in file order) gets it mixed with k, the first keeps it as it is. A
+    file without repeats therefore gets the same identities under every policy, and a later
+    batch adds a repeated row only for the occurrences beyond those the table already holds."""
+    k = ids.groupby(ids, sort=False).cumcount().to_numpy(dtype=np.uint64)
+    values = np.array([int(v, 16) for v in ids], dtype=np.uint64)
+    with np.errstate(over="ignore"):
+        mixed = np.where(k == 0, values, _mix(values ^ _mix(k * _GOLDEN)))
+    return pd.Series([f"{v:016x}" for v in mixed.tolist()], index=ids.index, dtype="str")

@@ -5,8 +5,9 @@ in file order, then each landing batch (in file-name order) with the rows alread
 dropped. Every row carries a stable identity (``row_id``) and the name of the file it came from
 (``batch``), which later steps use to de-duplicate, split and trace lineage. Structural problems
 (empty file, wrong delimiter, wrong columns, ragged rows, unterminated quotes, text in numbers,
-numbers a float32 feature cannot hold, repeated rows) are reported here, with file, column and
-line, before anything is written; content rules are the validation step's job.
+numbers a float32 feature cannot hold, repeated rows unless ``data.duplicates`` allows them) are
+reported here, with file, column and line, before anything is written; content rules are the
+validation step's job.
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tabreg.config import BATCH, ROW_ID, SchemaConfig
-from tabreg.data.identity import row_ids
+from tabreg.config import BATCH, ROW_ID, Duplicates, SchemaConfig
+from tabreg.data.identity import occurrence_ids, row_ids
 from tabreg.errors import SchemaError
 
 _SAMPLE = 5
@@ -34,6 +35,14 @@ class BatchInfo:
     rows_read: int
     rows_added: int
     rows_already_present: int
+    #: Rows repeating an earlier row of the same file (dropped or kept by data.duplicates).
+    repeated_rows: int = 0
+
+
+def _info(frame: pd.DataFrame, added: int) -> BatchInfo:
+    dropped = int(frame.attrs.get("dropped_rows", 0))
+    return BatchInfo(str(frame[BATCH].iloc[0]), len(frame) + dropped, added,
+                     len(frame) - added, int(frame.attrs.get("repeated_rows", 0)))
 
 
 def csv_header(path: Path, name: str) -> list[str]:
@@ -173,22 +182,42 @@ def read_csv(path: Path, schema: SchemaConfig, name: str | None = None) -> pd.Da
     return frame[list(schema.columns)].reset_index(drop=True)
 
 
+def _repeats_error(ids: pd.Series, repeated: np.ndarray, batch: str,
+                   id_column: str | None) -> SchemaError:
+    first_line = {rid: i + 2 for i, rid in reversed(list(enumerate(ids)))}
+    where = np.flatnonzero(repeated)
+    shown = ", ".join(f"line {i + 2} repeats line {first_line[ids.iloc[i]]}"
+                      for i in where[:_SAMPLE])
+    what = f"the same {id_column!r}" if id_column else "identical values"
+    return SchemaError(
+        f"{batch}: {len(where)} duplicated rows with {what} ({shown}); data.duplicates is "
+        "'reject'. If the repeats are real rows, set data.duplicates in params.yaml to 'keep' "
+        "(each repeat its own identity, by its occurrence) or 'drop' (only the first kept)")
+
+
 def with_identity(frame: pd.DataFrame, schema: SchemaConfig, batch: str,
-                  id_column: str | None = None) -> pd.DataFrame:
-    """Prefix the identity and lineage columns; refuse a file that repeats a row."""
+                  id_column: str | None = None,
+                  duplicates: Duplicates = "reject") -> pd.DataFrame:
+    """Prefix the identity and lineage columns. A row that repeats an earlier row of the same
+    file (or its ``id_column``) is refused, dropped, or kept with an identity numbered by its
+    occurrence, as ``duplicates`` (``data.duplicates``) says; how many there were is in
+    ``attrs["repeated_rows"]`` for the ingest report."""
     keys = [id_column] if id_column else list(schema.columns)
     ids = row_ids(frame, keys)
     repeated = ids.duplicated(keep="first").to_numpy()
     if repeated.any():
-        first_line = {rid: i + 2 for i, rid in reversed(list(enumerate(ids)))}
-        where = np.flatnonzero(repeated)
-        shown = ", ".join(f"line {i + 2} repeats line {first_line[ids.iloc[i]]}"
-                          for i in where[:_SAMPLE])
-        what = f"the same {id_column!r}" if id_column else "identical values"
-        raise SchemaError(f"{batch}: {len(where)} duplicated rows with {what} ({shown})")
+        if duplicates == "reject":
+            raise _repeats_error(ids, repeated, batch, id_column)
+        if duplicates == "drop":
+            frame, ids = frame[~repeated], ids[~repeated]
+        else:
+            ids = occurrence_ids(ids)
     out = frame.copy()
     out.insert(0, BATCH, pd.Series(batch, index=frame.index, dtype="str"))
     out.insert(0, ROW_ID, ids)
+    out = out.reset_index(drop=True)
+    out.attrs["repeated_rows"] = int(repeated.sum())
+    out.attrs["dropped_rows"] = int(repeated.sum()) if duplicates == "drop" else 0
     return out
 
 
@@ -197,13 +226,12 @@ def append_batches(base: pd.DataFrame, batches: Iterable[pd.DataFrame]
     """Append identified batches to the base table, dropping rows it already holds."""
     parts = [base]
     seen = set(base[ROW_ID])
-    infos = [BatchInfo(str(base[BATCH].iloc[0]), len(base), len(base), 0)]
+    infos = [_info(base, len(base))]
     for batch in batches:
         new = ~batch[ROW_ID].isin(seen).to_numpy()
         parts.append(batch[new])
         seen.update(batch[ROW_ID][new])
-        infos.append(BatchInfo(str(batch[BATCH].iloc[0]), len(batch), int(new.sum()),
-                               int((~new).sum())))
+        infos.append(_info(batch, int(new.sum())))
     table = pd.concat(parts, ignore_index=True) if len(parts) > 1 else base.reset_index(drop=True)
     return table, infos
 

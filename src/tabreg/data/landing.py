@@ -113,7 +113,8 @@ def check_batches(config: Config, root: Path, files: list[Path]) -> BatchCheck:
     for path in files:
         try:
             frame = ingest.with_identity(ingest.read_csv(path, config.schema), config.schema,
-                                         path.name, config.data.id_column)
+                                         path.name, config.data.id_column,
+                                         config.data.duplicates)
             report = validate.validate_frame(frame, suite,
                                              sample_size=config.validation.sample_size)
             validate.check(report, path.name)

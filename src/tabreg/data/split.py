@@ -1,4 +1,5 @@
-"""Train / test split, stratified by a binned column (the book's income categories).
+"""Train / test split, stratified by a binned column (``split.strata``; by default the
+book's income categories).
 
 Two strategies:
 
@@ -127,6 +128,7 @@ def report(frame: pd.DataFrame, result: Split, config: SplitConfig) -> dict:
     counts = strata(frame, config.strata).value_counts()
     test_counts = strata(result.test, config.strata).value_counts()
     rows = []
+    ranges = config.strata.ranges
     for label in config.strata.interval_labels:
         def pct(which: str, label: str = label) -> float:
             return round(100 * float(shares[which].get(label, 0.0)), 2)
@@ -135,6 +137,7 @@ def report(frame: pd.DataFrame, result: Split, config: SplitConfig) -> dict:
         test_share = float(test_counts.get(label, 0)) / total if total else 0.0
         rows.append({
             "stratum": label,
+            "range": ranges[label],
             "rows": total,
             "overall_pct": pct("overall"),
             "train_pct": pct("train"),
@@ -160,10 +163,12 @@ def report_markdown(rep: dict) -> str:
     head = (f"# Split report\n\nStrategy `{rep['strategy']}`, test_size {rep['test_size']}, "
             f"seed {rep['seed']}: {rep['rows']['train']} train rows, {rep['rows']['test']} test "
             f"rows of {rep['rows']['total']}.\n\n"
-            "| stratum | rows | overall % | train % | test % | random % | strat. error % "
-            "| rand. error % | test share of stratum |\n|---|---|---|---|---|---|---|---|---|\n")
+            "| stratum | range | rows | overall % | train % | test % | random % "
+            "| strat. error % | rand. error % | test share of stratum |\n"
+            "|---|---|---|---|---|---|---|---|---|---|\n")
     body = "".join(
-        f"| {r['stratum']} | {r['rows']} | {r['overall_pct']} | {r['train_pct']} | "
+        f"| {r['stratum']} | {r.get('range', '')} | {r['rows']} | {r['overall_pct']} | "
+        f"{r['train_pct']} | "
         f"{r['test_pct']} | {r['random_pct']} | {r['test_error_pct']} | "
         f"{r['random_error_pct']} | {r['test_share_of_stratum']} |\n" for r in rep["strata"])
     return head + body

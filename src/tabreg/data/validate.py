@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from tabreg.config import ROW_ID
+from tabreg.data import docs
 from tabreg.errors import ValidationFailed
 from tabreg.io import write_text
 
@@ -176,12 +177,13 @@ def load_suite(path: str | os.PathLike[str]) -> ExpectationSuite:
 
 
 def validate_frame(frame: pd.DataFrame, suite_path: str | os.PathLike[str], *,
-                   sample_size: int = 5) -> ValidationReport:
+                   sample_size: int = 5, run_name: str | None = None) -> ValidationReport:
     """Run the suite at ``suite_path`` on ``frame``; never raises for bad data, only reports it.
 
     Each call uses its own ephemeral context, so calls are independent (about 0.2 s on the real
     data once GX is imported; GX's overhead is per expectation, not per row). Failing rows are
-    identified by ``row_id`` when the frame has that column.
+    identified by ``row_id`` when the frame has that column. ``run_name`` (default: the row
+    count) and the time name this validation in the result, as GX's Data Docs page shows it.
     """
     suite = load_suite(suite_path)
     order = [_key(c.type, c.kwargs) for c in (e.configuration for e in suite.expectations)]
@@ -199,8 +201,10 @@ def validate_frame(frame: pd.DataFrame, suite_path: str | os.PathLike[str], *,
     if ROW_ID in frame.columns:
         result_format["unexpected_index_column_names"] = [ROW_ID]
     batch = batch_definition.get_batch(batch_parameters={"dataframe": frame})
-    result = batch.validate(suite, result_format=result_format)
-    report = _report(suite.name, result.to_json_dict(), sample_size,
+    result = batch.validate(suite, result_format=result_format).to_json_dict()
+    result["meta"] = {**(result.get("meta") or {}),
+                      "run_id": docs.run_id(run_name or f"{len(frame)} rows")}
+    report = _report(suite.name, result, sample_size,
                      present=[str(c) for c in frame.columns], order=order)
     return _with_own_checks(report, frame, own_checks(suite.meta or {}, suite_path))
 
@@ -464,60 +468,20 @@ def _with_own_checks(report: ValidationReport, frame: pd.DataFrame,
 # Reports on disk
 
 
-def _render_html(report: ValidationReport) -> str:
-    """GX Data Docs' validation page for ``report.result``, as one self-contained HTML file."""
-    _gx()
-    from great_expectations.core import ExpectationSuiteValidationResult
-    from great_expectations.render.renderer import ValidationResultsPageRenderer
-    from great_expectations.render.view import DefaultJinjaPageView
-
-    result = ExpectationSuiteValidationResult(**_result_kwargs(report.result))
-    document = ValidationResultsPageRenderer().render(result)
-    return DefaultJinjaPageView().render(document)
-
-
-def _result_kwargs(result: Mapping[str, Any]) -> dict[str, Any]:
-    from great_expectations.core import ExpectationValidationResult
-    from great_expectations.expectations.expectation_configuration import (
-        ExpectationConfiguration,
-    )
-
-    items = []
-    for item in result.get("results", ()):
-        config = dict(item.get("expectation_config") or {})
-        items.append(ExpectationValidationResult(
-            success=item.get("success"),
-            expectation_config=ExpectationConfiguration(
-                type=config.get("type"), kwargs=config.get("kwargs") or {},
-                meta=config.get("meta"), severity=config.get("severity", "critical"),
-            ),
-            result=item.get("result") or {},
-            meta=item.get("meta") or {},
-            exception_info=item.get("exception_info"),
-        ))
-    return {
-        "success": result.get("success"),
-        "results": items,
-        "suite_name": result.get("suite_name"),
-        "suite_parameters": result.get("suite_parameters") or {},
-        "statistics": result.get("statistics") or {},
-        "meta": result.get("meta") or {},
-    }
-
-
 def write_report(report: ValidationReport, out_dir: str | os.PathLike[str],
                  name: str) -> dict[str, Path]:
     """Write ``out_dir/<name>.json`` (summary + full GX result) and ``out_dir/<name>.html``.
 
     The HTML is Great Expectations' Data Docs page for this validation result, rendered
-    directly (no Data Docs site is built). Both files are replaced atomically.
+    directly (no Data Docs site is built) and self-contained, so it opens offline
+    (:mod:`tabreg.data.docs`). Both files are replaced atomically.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     json_path, html_path = out / f"{name}.json", out / f"{name}.html"
     payload = {"summary": report.to_dict(), "result": _jsonable(report.result)}
     write_text(json.dumps(payload, indent=2, allow_nan=False) + "\n", json_path)
-    write_text(_render_html(report), html_path)
+    write_text(docs.render(report.result, name), html_path)
     return {"json": json_path, "html": html_path}
 
 

@@ -1,6 +1,6 @@
 """Regression metrics and bootstrap intervals of RMSE.
 
-A single test-set RMSE hides how much it would move on another sample of districts, so the
+A single test-set RMSE hides how much it would move on another sample of rows, so the
 pipeline reports a percentile bootstrap interval next to it, and compares a challenger with
 the champion on the *same* resampled rows (a paired bootstrap): the two models' errors are
 strongly correlated, and pairing removes that shared noise from their difference.

@@ -1,6 +1,6 @@
-"""Metrics per slice of the test set (income band, ocean proximity, region...).
+"""Metrics per slice of the test set (the slices ``evaluate.slices`` declares).
 
-An overall RMSE can look fine while one kind of district is served badly; the per-slice
+An overall RMSE can look fine while one kind of row is served badly; the per-slice
 table makes that visible in the model card. Every row of the test set falls in exactly one
 value of each slice (missing values get their own), so each slice's errors recombine to the
 overall RMSE: ``sum(n * rmse**2) / N == rmse_total**2``.
@@ -76,7 +76,8 @@ def _row(name: str, value: str, err: np.ndarray, total: int) -> dict:
 def slice_table(frame: pd.DataFrame, y_true: object, y_pred: object,
                 slices: Iterable[Slice]) -> list[dict]:
     """One row per (slice, value) present in the data: slice, value, n, share, rmse, mae,
-    bias (mean of predicted − actual; positive means over-prediction).
+    bias (mean of predicted − actual; positive means over-prediction), and for a labelled bin
+    its ``range`` in words (``1.5 < median_income ≤ 3`` beside the label ``2``).
 
     ``y_true`` and ``y_pred`` are matched to ``frame`` by position. Rows come in the order of
     ``slices``, then bin order (or alphabetical for categories), "missing" last; values with
@@ -89,6 +90,8 @@ def slice_table(frame: pd.DataFrame, y_true: object, y_pred: object,
     table: list[dict] = []
     for spec in slices:
         labels = slice_labels(frame, spec).to_numpy()
+        ranges = spec.ranges
         for value in sorted(set(labels), key=lambda v, s=spec: _sort_key(s, v)):
-            table.append(_row(spec.name, value, err[labels == value], y.size))
+            row = _row(spec.name, value, err[labels == value], y.size)
+            table.append({**row, "range": ranges[value]} if value in ranges else row)
     return table

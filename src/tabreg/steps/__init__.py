@@ -39,3 +39,8 @@ def reports_dir(config: Config, root: Path) -> Path:
 def get(name: str) -> Callable[[Config, Path], dict]:
     module = importlib.import_module(f"tabreg.steps.{_WHERE[name]}")
     return getattr(module, name)
+
+
+def module_file(name: str) -> Path:
+    """The file that holds step ``name`` (what its DVC stage must list as a code dep)."""
+    return Path(__file__).with_name(f"{_WHERE[name]}.py")

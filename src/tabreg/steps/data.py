@@ -10,7 +10,7 @@ from pathlib import Path
 import pandas as pd
 
 from tabreg.config import BATCH, Config
-from tabreg.errors import ValidationFailed
+from tabreg.errors import ConfigError, ValidationFailed
 from tabreg.io import file_md5, read_table, write_json, write_table, write_text
 from tabreg.steps import reports_dir
 
@@ -37,6 +37,9 @@ def read_source(config: Config, root: Path) -> pd.DataFrame:
                            cache_dir=root / CACHE_DIR / "downloads")
     name = Path(urllib.parse.urlparse(data.source).path).name or fetched.name
     if archive.is_archive_name(name):
+        if data.member is None:
+            raise ConfigError(f"data.member: {name} is an archive; name the CSV inside it "
+                              "(data.member is null)")
         csv_path = archive.extract_member(
             fetched, data.member, root / CACHE_DIR / "extract" / data.sha256[:16] / "member.csv")
         shown = f"{name}:{data.member}"
@@ -57,11 +60,11 @@ def ingest(config: Config, root: Path) -> dict:
     checked = landing.screen(config, root, landing.unjudged(config, root, files), by="ingest")
     checked.refuse()
     base = ing.with_identity(read_source(config, root), config.schema, base_batch_name(config),
-                             data.id_column)
+                             data.id_column, data.duplicates)
     batches = [
         checked.accepted[path.name] if path.name in checked.accepted else
         ing.with_identity(ing.read_csv(path, config.schema), config.schema, path.name,
-                          data.id_column)
+                          data.id_column, data.duplicates)
         for path in files
     ]
     table, infos = ing.append_batches(base, batches)
@@ -83,6 +86,7 @@ def validation_dir(config: Config, root: Path) -> Path:
 
 def validate(config: Config, root: Path) -> dict:
     """Validate the raw table (raw contract) and each appended batch (batch contract)."""
+    from tabreg.data import docs
     from tabreg.data import validate as val
 
     # The result names the table it judged, so split can tell a stale result from a fresh one.
@@ -90,14 +94,16 @@ def validate(config: Config, root: Path) -> dict:
     table = read_table(root / config.paths.raw)
     out = validation_dir(config, root)
     sample = config.validation.sample_size
+    run_name = f"data version {judged['md5'][:8]}"  # as the MLflow runs tag it (DVC's md5)
     reports = {"raw": val.validate_frame(table, root / config.validation.raw_suite,
-                                         sample_size=sample)}
+                                         sample_size=sample, run_name=run_name)}
     base = base_batch_name(config)
     for name in table[BATCH].unique():
         if name != base:
             rows = table[table[BATCH] == name].reset_index(drop=True)
             reports[f"batch-{name}"] = val.validate_frame(
-                rows, root / config.validation.batch_suite, sample_size=sample)
+                rows, root / config.validation.batch_suite, sample_size=sample,
+                run_name=run_name)
     files = {key: {k: str(v.relative_to(root)) for k, v in val.write_report(rep, out, key).items()}
              for key, rep in reports.items()}
     result = {
@@ -108,6 +114,7 @@ def validate(config: Config, root: Path) -> dict:
                    for key, r in reports.items()},
     }
     write_json(result, out / "summary.json")
+    write_text(docs.index_page(result["tables"], judged), out / "index.html")  # pages' Home
     failed = [key for key, r in reports.items() if not r.success]
     if failed:
         text = "\n\n".join(reports[key].summary() for key in failed)
@@ -157,6 +164,10 @@ def _require_valid(config: Config, root: Path) -> None:
             f"or validate was stopped); {again}")
 
 
+#: The split's metrics file (``dvc.yaml`` declares it as the stage's metrics).
+SPLIT_METRICS = "split_metrics.json"
+
+
 def split(config: Config, root: Path) -> dict:
     from tabreg.data import split as sp
 
@@ -167,6 +178,10 @@ def split(config: Config, root: Path) -> dict:
     write_table(result.test, root / config.paths.test)
     rep = sp.report(table, result, config.split)
     write_json(rep, reports_dir(config, root) / "split.json")
+    # What `dvc metrics show` lists: measurements only (the settings are params already).
+    write_json({"rows": rep["rows"],
+                "max_stratum_test_share_deviation": rep["max_stratum_test_share_deviation"]},
+               reports_dir(config, root) / SPLIT_METRICS)
     write_text(sp.report_markdown(rep), reports_dir(config, root) / "split.md")
     log.info("split (%s): %d train, %d test rows", config.split.strategy,
              len(result.train), len(result.test))

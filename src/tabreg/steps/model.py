@@ -54,7 +54,7 @@ def preflight(config: Config, root: Path) -> None:
     the training device. Called by the flow before ingest and by the tune step."""
     import os
 
-    from tabreg import tracking, tuning
+    from tabreg import store_health, tracking, tuning
     from tabreg.resources import resolve_workers
     from tabreg.services.reachability import check_reachable
 
@@ -63,6 +63,7 @@ def preflight(config: Config, root: Path) -> None:
     check_reachable(tracking.tracking_uri(config, root), tuning.storage_url(config, root),
                     os.environ.get("PREFECT_API_URL"))
     tracking.check_reachable(tracking.tracking_uri(config, root))
+    store_health.check(config, root)  # a lost or damaged store stops the run here, named
     tuning.check_space(config)
     if config.tune.launcher != "prefect":  # Prefect's workers may run on other hosts
         resolve_workers(config.tune.workers, oversubscribe=config.tune.oversubscribe)
@@ -91,20 +92,34 @@ def features(config: Config, root: Path) -> dict:
     return {"rows": result["rows"], "n_features": len(names)}
 
 
-def _log_dataset(frame: pd.DataFrame, config: Config, name: str, path: str, context: str) -> None:
-    """Log a split as a run input whose digest is its DVC hash (``frame.attrs["md5"]``)."""
+def _file_source(path: str) -> Any:
+    """MLflow's local-file dataset source for ``path``, named explicitly: given the bare
+    path, MLflow finds two equal candidates (its "" and "file" schemes) and warns that the
+    source "can be interpreted in multiple ways" on every logged dataset."""
+    from mlflow.data.dataset_source_registry import get_registered_sources
+
+    local = next(s for s in get_registered_sources() if s._get_source_type() == "local")
+    return local(path)
+
+
+def _log_dataset(frame: pd.DataFrame, config: Config, name: str, path: str,
+                 context: str) -> Any:
+    """Log a split as a run input whose digest is its DVC hash (``frame.attrs["md5"]``);
+    returns the dataset (metrics can name it)."""
     import mlflow
 
-    mlflow.log_input(mlflow.data.from_pandas(frame, source=path, targets=config.schema.target,
-                                             name=name, digest=frame.attrs.get("md5")),
-                     context=context)
+    dataset = mlflow.data.from_pandas(frame, source=_file_source(path),
+                                      targets=config.schema.target, name=name,
+                                      digest=frame.attrs.get("md5"))
+    mlflow.log_input(dataset, context=context)
+    return dataset
 
 
 def tune(config: Config, root: Path) -> dict:
     import mlflow
 
     from tabreg import tracking, tuning
-    from tabreg.evaluation import plots
+    from tabreg.evaluation import card, plots
 
     preflight(config, root)
     tracking.start(config, root)
@@ -113,8 +128,9 @@ def tune(config: Config, root: Path) -> dict:
     train.attrs["md5"] = recorded_md5(root, config.paths.train)
     tags = {"kind": "pipeline", "git_commit": tracking.git_commit(root), "data_version": version,
             "profile": config.profile, "split.strategy": config.split.strategy}
-    with mlflow.start_run(run_name=f"pipeline-{version[:8]}", tags=tags) as parent:
-        mlflow.log_params(tracking.flat_params(config, MODEL_SECTIONS))
+    with tracking.start_run(run_name=f"pipeline-{version[:8]}", tags=tags) as parent:
+        mlflow.log_params(tracking.config_params(config, MODEL_SECTIONS,
+                                                 mlp="mlp" in config.tune.families))
         _log_dataset(train, config, "train", config.paths.train, "training")
         started = time.perf_counter()
         # The study is keyed on the training split it scores (a new split is a new study).
@@ -126,9 +142,9 @@ def tune(config: Config, root: Path) -> dict:
                  "per_family": result.per_family(), "stopped_by_guard": result.guard is not None,
                  "guard": result.guard, "seconds": round(seconds, 1), **result.workers}
         write_json(study, out / "study.json")
-        figures = [plots.tuning_history(result.trials, out / "history.png")]
-        if result.importances:
-            figures.append(plots.param_importances(result.importances, out / "importances.png"))
+        figures = [plots.tuning_history(result.trials, out / "history.png",
+                                        unit=config.problem.unit),
+                   _importances_plot(result, out / "importances.png")]
         for figure in figures:
             mlflow.log_artifact(str(figure), "tuning")
         mlflow.log_metrics({"best_cv_rmse": result.best_value, "tuning_seconds": seconds})
@@ -155,9 +171,23 @@ def tune(config: Config, root: Path) -> dict:
         "data_version": version,
     }
     write_json(summary, root / TUNING_FILE)
-    log.info("tune: best %s, CV RMSE %.0f (%s)", result.best.family, result.best_value,
-             result.counts())
+    log.info("tune: best %s, CV RMSE %s (%s)", result.best.family,
+             card.number(result.best_value),
+             ", ".join(f"{n} {state.lower()}" for state, n in result.counts().items()))
     return summary
+
+
+def _importances_plot(result: Any, path: Path) -> Path:
+    """The parameter importances, or a placeholder saying why this study has none."""
+    from tabreg.evaluation import plots
+
+    if result.importances:
+        return plots.param_importances(result.importances, path)
+    complete = sum(str(t.get("state", "")).upper() == "COMPLETE" for t in result.trials)
+    reason = (f"not computed: this study has {complete} complete trial(s);\n"
+              "importances need at least 3 (raise tune.n_trials)" if complete < 3 else
+              "not computed: Optuna could not estimate them\n(see the tune step's log)")
+    return plots.not_drawn(path, "Hyperparameter importance", reason)
 
 
 def _requirements(family: str) -> list[str]:
@@ -216,15 +246,17 @@ def train(config: Config, root: Path) -> dict:
     X, y = frame[features], frame[config.schema.target].to_numpy(dtype=float)
     threads = fit_threads(1)
     pipeline = make_pipeline(candidate, config, n_jobs=threads)
-    with mlflow.start_run(run_name=f"train-{candidate.family}", nested=True,
+    with tracking.start_run(run_name=f"train-{candidate.family}", nested=True,
                           parent_run_id=tuning["parent_run_id"],
                           tags={"kind": "train", "family": candidate.family,
                                 "git_commit": tracking.git_commit(root),
                                 "data_version": tuning["data_version"]}) as run:
-        mlflow.log_params({**candidate.flat(), **tracking.flat_params(config, ("train",))})
+        mlp = _family_requirements(candidate) == "mlp"  # the MLP's settings on MLP runs only
+        mlflow.log_params({**candidate.flat(),
+                           **tracking.config_params(config, ("train",), mlp=mlp)})
         _log_dataset(frame, config, "train", config.paths.train, "training")
         started = time.perf_counter()
-        with thread_budget(threads, with_torch=_family_requirements(candidate) == "mlp"):
+        with thread_budget(threads, with_torch=mlp):
             pipeline.fit(X, y)
         seconds = time.perf_counter() - started
         history = _history(pipeline)
@@ -237,7 +269,9 @@ def train(config: Config, root: Path) -> dict:
                         "serialization_format": "cloudpickle",
                         "code_paths": [str(Path(__file__).resolve().parents[1])],
                         "pip_requirements": _requirements(_family_requirements(candidate))}
-        info = mlflow.sklearn.log_model(pipeline, name="model", **model_kwargs)
+        # Named as it is registered, so the model's page and the version's agree.
+        info = mlflow.sklearn.log_model(pipeline, name=config.registry.model_name,
+                                        **model_kwargs)
         mlflow.log_metric("fit_seconds", seconds)
         _save_model_dir(pipeline, root / MODEL_DIR, **model_kwargs)
     write_json(history, reports_dir(config, root) / "learning_curve.json")
@@ -251,12 +285,65 @@ def train(config: Config, root: Path) -> dict:
     return summary
 
 
+def _evaluation_plots(config: Config, test: pd.DataFrame, y: np.ndarray, pred: np.ndarray,
+                      table: list[dict], reports: Path, family: str) -> list[Path]:
+    """The evaluation figures in ``reports/plots``: the map only when ``evaluate.error_map``
+    names coordinates, and the learning curves, or a note saying why there are none."""
+    from tabreg.evaluation import plots
+
+    figures, unit, rows = reports / "plots", config.problem.unit, config.problem.rows
+    made = [plots.predicted_vs_actual(y, pred, figures / "predicted_vs_actual.png", unit=unit,
+                                      rows=rows),
+            plots.residuals(y, pred, figures / "residuals.png", unit=unit, rows=rows),
+            plots.rmse_by_slice(table, figures / "rmse_by_slice.png", unit=unit)]
+    if (where := config.evaluate.error_map) is not None:
+        made.append(plots.error_map(test[where.longitude], test[where.latitude], pred - y,
+                                    figures / "error_map.png", unit=unit))
+    history = json.loads((reports / "learning_curve.json").read_text())
+    curves = figures / "learning_curves.png"
+    if history:
+        made.append(plots.learning_curves(history, curves, unit=unit))
+    else:
+        made.append(plots.not_drawn(curves, "Learning curves", f"not drawn: the trained model "
+                                    f"is a {family},\nnot an MLP (only an MLP trains in epochs)"))
+    return made
+
+
+def _log_evaluation(config: Config, trained: dict, test: pd.DataFrame,
+                    headline: dict[str, float], figures: list[Path], reports: Path,
+                    table: list[dict]) -> None:
+    """The evaluation as a run of its own in the pipeline run: its settings as params (a
+    re-evaluation with other settings is another run; MLflow params never change), the test
+    metrics, linked to the logged model so that its page shows them, the plots and the card.
+    The training and pipeline runs get the headline metrics, to compare runs side by side."""
+    import mlflow
+
+    from tabreg import tracking
+
+    uri = trained["model_uri"]
+    model_id = uri.removeprefix("models:/") if uri.startswith("models:/m-") else None
+    tags = {"kind": "evaluate", "family": trained["family"], "train_run_id": trained["run_id"],
+            "data_version": trained["data_version"]}
+    with tracking.start_run(run_name=f"evaluate-{trained['family']}", nested=True,
+                            parent_run_id=trained["parent_run_id"], tags=tags):
+        mlflow.log_params(tracking.config_params(config, ("evaluate",)))
+        dataset = _log_dataset(test, config, "test", config.paths.test, "evaluation")
+        mlflow.log_metrics(headline, model_id=model_id, dataset=dataset)
+        for figure in figures:
+            mlflow.log_artifact(str(figure), "plots")
+        mlflow.log_artifact(str(reports / "model_card.md"))
+        mlflow.log_dict({"slices": table}, "slices.json")
+    for run_id in (trained["run_id"], trained["parent_run_id"]):
+        with tracking.start_run(run_id=run_id):
+            mlflow.log_metrics(headline)
+
+
 def evaluate(config: Config, root: Path) -> dict:
     import mlflow
     import mlflow.sklearn
 
     from tabreg import tracking
-    from tabreg.evaluation import card, metrics, plots, slices
+    from tabreg.evaluation import card, metrics, slices
     from tabreg.resources import fit_threads, thread_budget
 
     trained = read_json(root / TRAIN_FILE, "train")
@@ -273,48 +360,30 @@ def evaluate(config: Config, root: Path) -> dict:
                                        confidence=ev.confidence, seed=ev.seed)
     table = slices.slice_table(test, y, pred, ev.slices)
     reports = reports_dir(config, root)
-    figures = reports / "plots"
-    made = [
-        plots.predicted_vs_actual(y, pred, figures / "predicted_vs_actual.png"),
-        plots.residuals(y, pred, figures / "residuals.png"),
-        plots.rmse_by_slice(table, figures / "rmse_by_slice.png"),
-        plots.error_map(test["longitude"], test["latitude"], pred - y,
-                        figures / "error_map.png")
-        if {"longitude", "latitude"} <= set(test.columns) else None,
-    ]
-    history = json.loads((reports / "learning_curve.json").read_text())
-    if history:
-        made.append(plots.learning_curves(history, figures / "learning_curves.png"))
+    made = _evaluation_plots(config, test, y, pred, table, reports, trained["family"])
     split = json.loads((reports / "split.json").read_text())
     text = card.model_card(
         name=config.tracking.experiment, data_version=trained["data_version"],
         git_commit=tracking.git_commit(root), family=trained["family"], params=trained["params"],
         metrics=scores, interval=(low, high), confidence=ev.confidence, slices=table,
         split={"strategy": split["strategy"], **split["rows"]},
-        trained_at=trained["trained_at"])
+        trained_at=trained["trained_at"], problem=config.problem,
+        target=f"`{config.schema.target}`",
+        limitations=card.data_limitations(y, table, config.problem.rows))
     write_text(text, reports / "model_card.md")
-    result = {**{k: round(float(v), 4) for k, v in scores.items()},
-              "rmse_low": round(low, 2), "rmse_high": round(high, 2),
-              "confidence": ev.confidence, "family": trained["family"],
-              "best_cv_rmse": tuning["best_cv_rmse"]}
-    write_json(result, reports / "metrics.json")
+    measured = {**{k: round(float(v), 4) for k, v in scores.items()},
+                "rmse_low": round(low, 2), "rmse_high": round(high, 2),
+                "best_cv_rmse": tuning["best_cv_rmse"]}
+    # `dvc metrics show/diff` list this file: measurements only (settings are params).
+    write_json(measured, reports / "metrics.json")
+    result = {**measured, "confidence": ev.confidence, "family": trained["family"]}
     write_json(table, reports / "slices.json")
     pd.DataFrame({"actual": y, "predicted": pred}).to_csv(reports / "predictions.csv",
                                                           index=False)
     tracking.start(config, root)
     headline = {f"test_{k}": float(v) for k, v in scores.items() if k != "n"}
     headline.update(test_rmse_low=low, test_rmse_high=high)
-    with mlflow.start_run(run_id=trained["run_id"]):
-        _log_dataset(test, config, "test", config.paths.test, "evaluation")
-        mlflow.log_metrics(headline)
-        mlflow.set_tags({f"evaluate.{k}": str(v) for k, v in
-                         ev.model_dump(mode="json", exclude={"slices"}).items()})
-        for figure in filter(None, made):
-            mlflow.log_artifact(str(figure), "plots")
-        mlflow.log_artifact(str(reports / "model_card.md"))
-        mlflow.log_dict({"slices": table}, "slices.json")
-    with mlflow.start_run(run_id=trained["parent_run_id"]):
-        mlflow.log_metrics(headline)
-    log.info("evaluate: test RMSE %.0f (%.0f%% interval %.0f-%.0f)", scores["rmse"],
-             100 * ev.confidence, low, high)
+    _log_evaluation(config, trained, test, headline, made, reports, table)
+    log.info("evaluate: test RMSE %s (%.0f%% interval %s-%s)", card.number(scores["rmse"]),
+             100 * ev.confidence, card.number(low), card.number(high))
     return result

@@ -18,6 +18,7 @@ import numpy as np
 
 from tabreg import registry
 from tabreg.config import Config
+from tabreg.evaluation.card import number
 from tabreg.io import read_table, write_json
 from tabreg.pipeline import data_version as recorded_data_version
 from tabreg.registry import CHALLENGER, CHAMPION, RegistryError
@@ -31,6 +32,14 @@ DECISION_FILE = "promotion.json"
 
 def _ledger(config: Config, root: Path) -> Path:
     return root / config.registry.ledger
+
+
+def _store(config: Config, root: Path) -> str:
+    """The store a decision was made in, as the ledger names it (see ``tabreg.store_health``:
+    a decision is checked only against its own store)."""
+    from tabreg import store_health, tracking
+
+    return store_health.store_id(tracking.tracking_uri(config, root), root)
 
 
 def _predict(model: Any, frame: Any, config: Config) -> np.ndarray:
@@ -50,8 +59,13 @@ def gate(config: Config, root: Path, *, trigger: str) -> dict:
         raise RegistryError(f"{name} has no challenger to judge: train and register a model "
                             "first (`make run`)")
     champion = registry.alias_version(mlflow_client, name, CHAMPION)
-    base = {"model": name, "trigger": trigger, "challenger": str(challenger.version),
-            "champion": str(champion.version) if champion else None}
+    base = {"model": name, "store": _store(config, root), "trigger": trigger,
+            "challenger": str(challenger.version),
+            "champion": str(champion.version) if champion else None,
+            # which trained model, on which data: a reader can tell this decision from one
+            # about another model (``read_decision``), the retrain flow what data is modelled
+            "run_id": challenger.tags.get("run_id"),
+            "data_version": challenger.tags.get("data_version")}
     if champion is not None and champion.version == challenger.version:
         entry = registry.record(_ledger(config, root), {
             **base, "action": "none",
@@ -71,7 +85,7 @@ def gate(config: Config, root: Path, *, trigger: str) -> dict:
     decision = rules.decide(y, new, old, rules=config.promotion, slices=slices, unfair=unfair,
                             recorded=recorded)
     evidence = decision.to_dict()
-    _tag_decision(mlflow_client, name, challenger.version, decision, trigger, base["champion"])
+    _tag_decision(mlflow_client, name, challenger, decision, trigger, base["champion"])
     if decision.promote:
         registry.set_tags(mlflow_client, name, challenger.version, registry.promoted_tags(
             decision.challenger_rmse, decision.challenger_interval, version, decision.n_rows))
@@ -86,33 +100,65 @@ def gate(config: Config, root: Path, *, trigger: str) -> dict:
     return entry
 
 
-def _tag_decision(mlflow_client: Any, name: str, version: str, decision: Any, trigger: str,
+def _tag_decision(mlflow_client: Any, name: str, judged: Any, decision: Any, trigger: str,
                   champion: str | None) -> None:
-    """The decision and its evidence as tags on the judged version (seen in the MLflow UI)."""
+    """The decision and its evidence as tags on the judged version, and in its description
+    (both seen in the MLflow UI)."""
     evidence = decision.to_dict()
+    version = judged.version
+    text = _decision_text(decision, trigger, champion)
+    mlflow_client.update_model_version(name, version, description=registry.describe_version(
+        name, version, judged.tags, text))
     registry.set_tags(mlflow_client, name, version, {
         "gate.outcome": decision.outcome, "gate.trigger": trigger,
         "gate.reasons": "; ".join(decision.reasons),
         "gate.challenger_rmse": f"{decision.challenger_rmse:.2f}",
-        "gate.champion_rmse": ("" if decision.champion_rmse is None
+        # None: no such evidence (no champion to compare with), so no tag rather than "".
+        "gate.champion_rmse": (None if decision.champion_rmse is None
                                else f"{decision.champion_rmse:.2f}"),
-        "gate.champion_version": champion or "",
-        "gate.difference": evidence["difference"],
+        "gate.champion_version": champion,
+        "gate.difference": evidence["difference"] or None,
         "gate.slices": {f"{r['slice']}={r['value']}": round(r["change"], 4)
-                        for r in decision.slices},
+                        for r in decision.slices} or None,
     })
+
+
+def _decision_text(decision: Any, trigger: str, champion: str | None) -> str:
+    """The gate's decision on a version as sentences for its description."""
+    why = "; ".join(decision.reasons)
+    if decision.promote:
+        replaced = f", replacing version {champion}" if champion else ""
+        return f"The gate ({trigger}) made it champion{replaced}: {why}."
+    if decision.outcome == "refuse":
+        return f"The gate ({trigger}) refused to judge it against version {champion}: {why}."
+    kept = f"kept version {champion} as champion" if champion else "did not make it champion"
+    return f"The gate ({trigger}) {kept}: {why}."
+
+
+def _training_run(mlflow_client: Any, run_id: str) -> Any:
+    """The run ``train`` logged the model in; it is gone when the store was replaced since."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return mlflow_client.get_run(run_id)
+    except MlflowException:
+        raise RegistryError(
+            f"the training run {run_id} ({TRAIN_FILE}) is not in the MLflow store: the store "
+            "was replaced after `train` ran. Restore it (`make restore`), or train again: "
+            "`dvc repro -sf train && make register`") from None
 
 
 def register(config: Config, root: Path) -> dict:
     """Register the trained model as the challenger, then run the gate."""
     import mlflow
 
+    from tabreg import tracking
     from tabreg.steps.model import read_json
 
     trained = read_json(root / TRAIN_FILE, "train")
     metrics = read_json(reports_dir(config, root) / "metrics.json", "evaluate")
     mlflow_client = registry.client(config, root)
-    run = mlflow.get_run(trained["run_id"])
+    run = _training_run(mlflow_client, trained["run_id"])
     tags = {
         "data_version": trained["data_version"],
         "split_signature": registry.split_signature(config),
@@ -132,9 +178,11 @@ def register(config: Config, root: Path) -> dict:
                           {k: tags[k] for k in ("test_rmse", "test_rmse_interval")})
     else:
         version = registry.register(mlflow_client, name, trained["model_uri"], tags)
+        mlflow_client.update_model_version(name, version.version, description=registry.
+                                           describe_version(name, version.version, tags))
     log.info("register: %s version %s is the challenger", name, version.version)
     entry = gate(config, root, trigger="pipeline")
-    with mlflow.start_run(run_id=trained["parent_run_id"]):
+    with tracking.start_run(run_id=trained["parent_run_id"]):
         mlflow.set_tags({"registered_version": str(version.version),
                          "promotion.action": entry["action"]})
         mlflow.log_dict(entry, "promotion.json")
@@ -150,7 +198,8 @@ def rollback(config: Config, root: Path) -> dict:
     mlflow_client = registry.client(config, root)
     before, after = registry.rollback(mlflow_client, name)
     entry = registry.record(_ledger(config, root), {
-        "model": name, "trigger": "manual", "action": "rollback", "champion": before,
+        "model": name, "store": _store(config, root), "trigger": "manual",
+        "action": "rollback", "champion": before,
         "challenger": None, "to": after,
         "reasons": [f"rolled back by request: champion {before} -> {after}"]})
     registry.set_tags(mlflow_client, name, before, {"rolled_back_at": entry["at"]})
@@ -185,9 +234,14 @@ def status_text(result: dict) -> str:
         if info is None:
             lines.append(f"  {role:<10} none")
             continue
+        if role == CHALLENGER and result[CHAMPION] and \
+                result[CHAMPION]["version"] == info["version"]:
+            lines.append(f"  {role:<10} the champion itself (version {info['version']}): none "
+                         "waiting to be judged")
+            continue
         rmse = info.get("test_rmse")
         lines.append(f"  {role:<10} version {info['version']}, {info.get('family', '?')}, "
-                     f"test RMSE {float(rmse):,.0f}" if rmse else f"  {role:<10} version "
+                     f"test RMSE {number(float(rmse))}" if rmse else f"  {role:<10} version "
                      f"{info['version']}")
         lines.append(f"  {'':<10} data version {info.get('data_version', '?')}, commit "
                      f"{info.get('git_commit', '?')[:12]}")
@@ -200,6 +254,19 @@ def status_text(result: dict) -> str:
     return "\n".join(lines)
 
 
-def read_decision(config: Config, root: Path) -> dict | None:
+def read_decision(config: Config, root: Path, *, run_id: str | None = None) -> dict | None:
+    """The gate's last decision (``reports/promotion.json``); with ``run_id``, only if it
+    judged the model that training run produced: a run that never reached the gate (it
+    failed, or the gate had nothing new to judge) must not report an older decision as its
+    own. A decision from before decisions named their run is returned as it is."""
     path = reports_dir(config, root) / DECISION_FILE
-    return json.loads(path.read_text()) if path.exists() else None
+    decision = json.loads(path.read_text()) if path.exists() else None
+    if decision is None or run_id is None or "run_id" not in decision:
+        return decision
+    return decision if decision["run_id"] == run_id else None
+
+
+def trained_run_id(root: Path) -> str | None:
+    """The MLflow run of the model ``train`` last produced (``models/train.json``)."""
+    path = root / TRAIN_FILE
+    return json.loads(path.read_text()).get("run_id") if path.exists() else None

@@ -10,6 +10,8 @@ import logging
 import math
 from typing import Any
 
+from tabreg.evaluation.card import number
+
 log = logging.getLogger("tabreg.tuning.progress")
 
 
@@ -31,17 +33,18 @@ def trial_line(trial: Any, finished: int, budget: int, best: float | None, elaps
     family = trial.params.get("family", "?")
     state = trial.state.name.lower()
     if trial.state.name == "COMPLETE":
-        outcome = f"CV RMSE {trial.value:,.0f}"
+        outcome = f"CV RMSE {number(trial.value)}"
     elif trial.state.name == "PRUNED":
         last = trial.intermediate_values.get(max(trial.intermediate_values, default=-1))
-        outcome = f"pruned at RMSE {last:,.0f}" if last is not None else "pruned"
+        outcome = f"pruned at RMSE {number(last)}" if last is not None else "pruned"
     else:
         outcome = f"failed: {trial.system_attrs.get('fail_reason', 'unknown reason')}"[:160]
         state = "fail"
     left = budget - finished
     eta = (f", about {duration(elapsed / finished * left)} left" if finished and left > 0
            else "")
-    best_text = f"best {best:,.0f}" if best is not None and math.isfinite(best) else "no best yet"
+    best_text = (f"best {number(best)}" if best is not None and math.isfinite(best)
+                 else "no best yet")
     busy = f", {running} running" if running else ""
     return (f"tune: trial {trial.number + 1}/{budget} {family}: {outcome} ({state}); "
             f"{best_text} · {duration(elapsed)} elapsed{eta}{busy}")

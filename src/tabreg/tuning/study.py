@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import os
 import socket
 import time
 import urllib.parse
@@ -30,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from tabreg import owner
 from tabreg.config import Config
 from tabreg.errors import ConfigError, TabregError
 
@@ -159,29 +159,7 @@ def claim(study: Any, budget: int) -> Any | None:
 
 def worker_identity() -> dict[str, Any]:
     """Who runs a trial: host, pid and the process's start time (a reused pid differs)."""
-    return {"host": socket.gethostname(), "pid": os.getpid(), "since": _start_time(os.getpid())}
-
-
-def _start_time(pid: int) -> float | None:
-    try:
-        import psutil
-
-        return round(psutil.Process(pid).create_time(), 2)
-    except Exception:  # gone, or no psutil
-        return None
-
-
-def _alive(worker: dict[str, Any]) -> bool:
-    """Whether the process that claimed a trial on this host still runs."""
-    pid = int(worker.get("pid", -1))
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    since = worker.get("since")
-    return since is None or _start_time(pid) == since
+    return owner.identity()
 
 
 def has_heartbeat(storage: Any) -> bool:
@@ -210,7 +188,7 @@ def fail_dead_trials(study: Any) -> list[int]:
     host = socket.gethostname()
     for trial in study.get_trials(deepcopy=False, states=_states("RUNNING")):
         worker = trial.system_attrs.get(ATTR_WORKER)
-        if not worker or worker.get("host") != host or _alive(worker):
+        if not owner.dead_here(worker):
             continue
         storage = study._storage
         reason = f"its worker (pid {worker.get('pid')} on {host}) died"
