@@ -119,8 +119,8 @@ def threads(plan, work: Path, real: Path | None, row: Callable[..., dict]) -> di
             row(f"the same fit with all {cores} threads (no budget), for reference",
                 f"{beside_all:.2f} s beside", f"alone: {alone_all:.2f} s",
                 f"{beside_all / alone_all:.2f}x"),
-            row(f"MLP fit ({mlp['epochs']} epochs), idle: thread budget ({cores} threads, "
-                "passive OpenMP) over torch's defaults (spinning)",
+            row(f"MLP fit ({mlp['epochs']} epochs), idle: thread budget (1 thread) over "
+                f"torch's default ({cores} threads)",
                 f"{mlp['budget_idle_s']:.2f} s", f"{mlp['default_idle_s']:.2f} s",
                 f"{torch_ratio:.2f}x", "<= 1.10x", torch_ratio <= 1.10),
             row("the same MLP fit under the budget beside the busy process, over idle; "
@@ -136,9 +136,7 @@ import sys, time
 import numpy as np
 budget, data = sys.argv[1] == "budget", sys.argv[4]
 epochs, reps = int(sys.argv[2]), int(sys.argv[3])
-from tabreg.resources import fit_threads, passive_openmp, thread_budget
-if budget:
-    passive_openmp()
+from tabreg.resources import fit_threads, thread_budget
 import torch
 from tabreg.models.mlp import TorchMLPRegressor
 X, y = np.load(data + ".X.npy"), np.load(data + ".y.npy")
@@ -160,10 +158,9 @@ else:
 
 
 def _mlp(X, y, work: Path, *, quick: bool) -> dict:
-    """The MLP under the project's budget (passive OpenMP, the fit's share of the cores) and
-    under torch's defaults (spinning OpenMP, every core), each in a fresh process, idle and
-    beside the busy neighbour. The fastest of a few fits: the figure is what the setting
-    costs, not what the machine's other load added."""
+    """The MLP under the project's budget (one thread) and under torch's default (a thread per
+    core), each in a fresh process, idle and beside the busy neighbour. The fastest of a few
+    fits: the figure is what the setting costs, not what the machine's other load added."""
     import numpy as np
 
     import tabreg

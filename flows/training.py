@@ -68,11 +68,9 @@ def training(params: str = "params.yaml", root: str = ".") -> list[dict]:
     """ingest -> validate -> split -> features -> tune -> train -> evaluate -> register."""
     from tabreg import recovery
     from tabreg.logs import quiet_libraries
-    from tabreg.resources import passive_openmp
     from tabreg.steps.model import preflight
 
     quiet_libraries(dvc=True)
-    passive_openmp()  # before a step loads torch (see tabreg.resources)
     # Prefect attaches its handlers to the `tabreg` loggers (PREFECT_LOGGING_EXTRA_LOGGERS) but
     # leaves them at WARNING: the steps' INFO lines (trials as they finish) would be lost.
     logging.getLogger("tabreg").setLevel(logging.INFO)

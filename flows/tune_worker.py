@@ -22,13 +22,9 @@ from prefect import flow, get_run_logger
 def tune_worker(study: str, params: str = "params.yaml", root: str = ".") -> dict:
     """Claim and run trials of ``study`` until none is left or its time guard fires."""
     from tabreg.config import load_config
-    from tabreg.resources import passive_openmp
+    from tabreg.logs import quiet_libraries
     from tabreg.tuning import storage_url
     from tabreg.tuning.worker import work
-
-    passive_openmp()  # before a trial loads torch (see tabreg.resources)
-
-    from tabreg.logs import quiet_libraries
 
     quiet_libraries()  # the libraries' bookkeeping off the console (see tabreg.logs)
     logging.getLogger("tabreg").setLevel(logging.INFO)  # see flows/training.py

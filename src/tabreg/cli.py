@@ -189,9 +189,6 @@ def _tune_worker(root: Path, args: argparse.Namespace) -> dict:
 
 def run(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
-    from tabreg.resources import passive_openmp
-
-    passive_openmp()  # before any step loads torch (see tabreg.resources)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(message)s", stream=sys.stderr)
     from tabreg.logs import quiet_libraries

@@ -6,19 +6,12 @@ shares a core with another busy process, each parallel region waits for the slow
 a fit collapses: measured on 2 cores, 1.3 s idle, 3.1 s beside one busy process and more than
 150 s beside two, with 2 threads; with 1 thread 1.1 s and 1.8 s. On tables of this size one
 thread per fit loses nothing idle, so parallelism belongs at the level of trials (several
-worker processes, one thread each) rather than inside a fit.
+worker processes, one thread each) rather than inside a fit. ``OMP_WAIT_POLICY=PASSIVE``
+would cure the collapse too, but costs 12x idle and must be set before the runtime starts.
 
-Three kinds of pools get different budgets:
+Two kinds of pools get different budgets:
 
-* scikit-learn's OpenMP and BLAS pools: :func:`spinning_threads`, one thread by default.
-  ``OMP_WAIT_POLICY=PASSIVE`` would cure their collapse too, but costs 12x idle with 2
-  threads (gradient boosting runs thousands of tiny parallel regions; a sleeping thread takes
-  longer to wake than the region lasts). With one thread the wait policy does not matter.
-* torch's intra-op pool: the fit's share of the cores, :func:`torch_threads`, when its OpenMP
-  runtime waits passively (:func:`passive_openmp`, set by every command and flow before torch
-  loads). An MLP's matrix products are long enough that waking a thread costs little, so the
-  share keeps torch's idle speed, and a passive pool beside a busy process only shares the
-  core instead of spinning against it (spinning, 2 threads took 10x to 50x longer there).
+* spinning pools (OpenMP, BLAS, torch): :func:`spinning_threads`, one thread by default;
 * joblib pools (the random forest's ``n_jobs``), whose idle threads sleep: the fit's share of
   the cores, :func:`fit_threads`, since they degrade gracefully beside a busy process.
 """
@@ -77,30 +70,13 @@ def spinning_threads(threads: int) -> int:
     return 1
 
 
-def passive_openmp() -> None:
-    """Let OpenMP runtimes loaded from now on (torch's, in this process and its children) put
-    idle threads to sleep instead of spinning. Called at the start of each command and flow,
-    before torch loads; a wait policy the user set wins, and so does a raised
-    ``TABREG_SPINNING_THREADS`` (scikit-learn's pools with several threads need spinning)."""
-    if spinning_threads(2) == 1:
-        os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
-
-
-def torch_threads(threads: int) -> int:
-    """torch's intra-op threads for a fit allowed ``threads``: all of them when its runtime
-    waits passively (see :func:`passive_openmp`), else :func:`spinning_threads`."""
-    if os.environ.get("OMP_WAIT_POLICY", "").upper() == "PASSIVE":
-        return threads
-    return spinning_threads(threads)
-
-
 @contextmanager
 def thread_budget(threads: int, *, with_torch: bool = False) -> Iterator[int]:
-    """Run the block with scikit-learn's OpenMP and BLAS pools limited through threadpoolctl,
-    and torch's intra-op threads (when ``with_torch`` or when it is already loaded) to
-    :func:`torch_threads`; yields the joblib share, ``threads``, for ``n_jobs``. OpenMP's
-    limit is per calling thread, and applies to the runtimes loaded when the block starts:
-    enter it in the thread that fits, after the imports."""
+    """Run the block with its spinning pools limited (OpenMP and BLAS through threadpoolctl,
+    torch's intra-op threads when ``with_torch`` or when it is already loaded); yields the joblib
+    share, ``threads``, for ``n_jobs``. OpenMP's limit is per calling thread, and applies to
+    the runtimes loaded when the block starts: enter it in the thread that fits, after the
+    imports."""
     from threadpoolctl import threadpool_limits
 
     spinning = spinning_threads(threads)
@@ -110,7 +86,7 @@ def thread_budget(threads: int, *, with_torch: bool = False) -> Iterator[int]:
     before = torch.get_num_threads() if torch is not None else None
     with threadpool_limits(limits=spinning):
         if torch is not None:
-            torch.set_num_threads(torch_threads(threads))
+            torch.set_num_threads(spinning)
         try:
             yield threads
         finally:

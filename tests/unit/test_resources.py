@@ -1,7 +1,5 @@
 """Thread budgets: how many workers, how many threads a fit may use, and that the limits hold."""
 
-import os
-
 import pytest
 from threadpoolctl import threadpool_info
 
@@ -45,7 +43,6 @@ def test_the_budget_limits_openmp_blas_and_torch_inside_the_block_only(monkeypat
     from sklearn.ensemble import HistGradientBoostingRegressor  # noqa: F401 (loads OpenMP)
 
     monkeypatch.delenv("TABREG_SPINNING_THREADS", raising=False)
-    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)  # a flow run earlier may have set it
     torch.set_num_threads(2)
     with thread_budget(2, with_torch=True) as n_jobs:
         assert n_jobs == 2
@@ -53,24 +50,3 @@ def test_the_budget_limits_openmp_blas_and_torch_inside_the_block_only(monkeypat
         assert {pool["num_threads"] for pool in threadpool_info()} == {1}
     assert torch.get_num_threads() == 2
 
-
-def test_torch_gets_the_fits_share_only_when_its_threads_wait_passively(monkeypatch):
-    from tabreg.resources import passive_openmp, torch_threads
-
-    monkeypatch.delenv("TABREG_SPINNING_THREADS", raising=False)
-    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
-    assert torch_threads(2) == 1  # spinning runtime: one thread, as for scikit-learn
-    passive_openmp()
-    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE" and torch_threads(2) == 2
-    monkeypatch.setenv("OMP_WAIT_POLICY", "active")  # the user's own choice wins
-    passive_openmp()
-    assert os.environ["OMP_WAIT_POLICY"] == "active" and torch_threads(4) == 1
-
-
-def test_raised_spinning_threads_keep_openmp_spinning(monkeypatch):
-    from tabreg.resources import passive_openmp
-
-    monkeypatch.delenv("OMP_WAIT_POLICY", raising=False)
-    monkeypatch.setenv("TABREG_SPINNING_THREADS", "2")
-    passive_openmp()
-    assert "OMP_WAIT_POLICY" not in os.environ
