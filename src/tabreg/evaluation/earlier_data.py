@@ -75,10 +75,17 @@ def read_at(root: Path, path: str, commit: str, rev: str) -> Any:
         with dvc.api.open(path, repo=str(root), rev=commit, mode="rb") as f:
             data = f.read()
     except (DvcException, OSError) as exc:
+        # DVC reports data missing from the cache as a path missing from the repository
+        # (PathMissingError); the FileNotFoundError under it says what is really wrong.
+        chain, missing = exc, False
+        while chain is not None and not missing:
+            missing = isinstance(chain, FileNotFoundError)
+            chain = chain.__cause__ or chain.__context__
+        why = ("its data is in neither the DVC cache nor the default remote" if missing
+               else f"{type(exc).__name__}: {str(exc)[:300]}")
         raise TabregError(
-            f"{path} at {rev} ({commit[:12]}) cannot be read through DVC: "
-            f"{type(exc).__name__}: {str(exc)[:300]}. Its data must be in the DVC cache or "
-            "the default remote: `make restore` fetches every data version of a backup, "
+            f"{path} at {rev} ({commit[:12]}) cannot be read through DVC: {why}. "
+            "`make restore` fetches every data version of a backup into the cache, "
             "`dvc fetch --all-commits` those of a remote") from None
     return pd.read_parquet(io.BytesIO(data))
 
