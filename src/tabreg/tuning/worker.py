@@ -19,7 +19,8 @@ import signal
 import threading
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -166,12 +167,11 @@ def run_trial(study: Any, frozen: Any, config: Config, train: pd.DataFrame, *,
                 raise optuna.TrialPruned(f"pruned at step {step} (rmse {number(value)})")
 
         try:
-            # A SIGTERM that arrived while the trial was claimed is delivered here, where the
-            # trial is told FAIL (see work()).
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
-            candidate = suggest(trial, config)
-            with thread_budget(threads, with_torch=candidate.family == "mlp") as n_jobs:
-                scores, oof = cross_validate(candidate, config, train, report, n_jobs=n_jobs)
+            with _STOP.interruptible():  # a stop asked for while claiming ends the trial here
+                candidate = suggest(trial, config)
+                with thread_budget(threads, with_torch=candidate.family == "mlp") as n_jobs:
+                    scores, oof = cross_validate(candidate, config, train, report,
+                                                 n_jobs=n_jobs)
         except optuna.TrialPruned:
             study.tell(trial, state=optuna.trial.TrialState.PRUNED, skip_if_finished=True)
             return "PRUNED"
@@ -211,14 +211,44 @@ def study_config(study: Any) -> Config:
     return Config.model_validate(study.user_attrs[shared.ATTR_CONFIG])
 
 
-def _stop_on_sigterm() -> None:
+class _Stop:
     """SIGTERM (the tune step stopping its workers, Prefect cancelling a flow run) ends the
-    worker through Python, so its running trial is told FAIL rather than left RUNNING."""
-    if threading.current_thread() is threading.main_thread():
-        def stop(signum: int, _frame: Any) -> None:
+    worker through Python, so that its trial is told FAIL rather than left RUNNING. It may
+    interrupt a trial's computation only: arriving while a trial is claimed or told, it is
+    held and ends the worker once the trial's state is stored. (A flag, not a blocked signal:
+    a signal mask is per thread, and any pool thread left unblocked would deliver it anyway.)
+    """
+
+    def __init__(self) -> None:
+        self.signum: int | None = None
+        self._open = False
+
+    def install(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            self.signum, self._open = None, False
+            signal.signal(signal.SIGTERM, self._handle)
+
+    def _handle(self, signum: int, _frame: Any) -> None:
+        self.signum = signum
+        if self._open:
+            self._open = False
             raise SystemExit(128 + signum)
 
-        signal.signal(signal.SIGTERM, stop)
+    @contextmanager
+    def interruptible(self) -> Iterator[None]:
+        self.exit_if_asked()
+        self._open = True
+        try:
+            yield
+        finally:
+            self._open = False
+
+    def exit_if_asked(self) -> None:
+        if self.signum is not None:
+            raise SystemExit(128 + self.signum)
+
+
+_STOP = _Stop()
 
 
 def work(root: Path, storage_url: str, name: str, *, threads: int | None = None,
@@ -227,7 +257,7 @@ def work(root: Path, storage_url: str, name: str, *, threads: int | None = None,
     ``max_trials`` ran here. Returns what this worker did."""
     from tabreg.resources import fit_threads
 
-    _stop_on_sigterm()
+    _STOP.install()
     study = load_shared_study(storage_url, name)
     config = study_config(study)
     train_path = root / config.paths.train
@@ -242,14 +272,12 @@ def work(root: Path, storage_url: str, name: str, *, threads: int | None = None,
         if shared.deadline_passed(study):
             break
         shared.fail_dead_trials(study)
-        # Held off while claiming: stopped between taking a trial and running it, a worker
-        # would leave it RUNNING with no record of whose it is.
-        signal.pthread_sigmask(signal.SIG_BLOCK, {signal.SIGTERM})
+        _STOP.exit_if_asked()
         frozen = shared.claim(study, budget)
         if frozen is None:
-            signal.pthread_sigmask(signal.SIG_UNBLOCK, {signal.SIGTERM})
             break
         state = run_trial(study, frozen, config, train, budget=budget, threads=threads)
         done[state] = done.get(state, 0) + 1
+        _STOP.exit_if_asked()
     return {"study": name, "trials": done, "threads": threads,
             "seconds": round(time.monotonic() - started, 1), **shared.worker_identity()}
