@@ -277,7 +277,8 @@ class TuneConfig(_Frozen):
     launcher: Literal["auto", "local", "prefect"] = "auto"  # where the workers run
     families: tuple[Family, ...] = ("random_forest", "hist_gradient_boosting", "mlp")
     space: dict[str, dict[str, Range]] = {}
-    blend: bool = True  # try a weighted average of each family's best trial after the study
+    blend: bool = True  # then try a weighted average of the best trials (Caruana selection)
+    blend_top: int = Field(default=3, ge=1)  # the blend's candidates: best N trials a family
 
     @model_validator(mode="after")
     def _check(self) -> TuneConfig:

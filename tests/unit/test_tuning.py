@@ -167,6 +167,41 @@ def test_blend_selection_averages_members_that_err_differently():
     assert rmse < 0.5 * min(np.sqrt(np.mean((a - y) ** 2)), np.sqrt(np.mean((b - y) ** 2)))
 
 
+def test_blend_chooses_among_the_best_few_trials_of_each_family_only():
+    from tabreg.tuning.blend import blend_of_best
+    from tabreg.tuning.study import ATTR_OOF
+
+    rng = np.random.default_rng(1)
+    y = rng.normal(200_000, 50_000, 3000)
+    dist = optuna.distributions.CategoricalDistribution(["random_forest", "mlp"])
+
+    def frozen(family, oof, state=optuna.trial.TrialState.COMPLETE):
+        value = float(np.sqrt(np.mean((oof - y) ** 2)))
+        return optuna.trial.create_trial(
+            params={"family": family}, distributions={"family": dist},
+            value=value if state.is_finished() else None, state=state,
+            user_attrs={ATTR_OOF: encode_oof(oof)})
+
+    def errs(scale):
+        return y + rng.normal(0, scale, len(y))
+
+    forests = [frozen("random_forest", errs(20_000 + 1_000 * i)) for i in range(5)]
+    mlps = [frozen("mlp", errs(21_000 + 1_000 * i)) for i in range(4)]
+    pruned = frozen("mlp", errs(1_000), optuna.trial.TrialState.PRUNED)  # no value: left out
+    trials = [*forests, *mlps, pruned]
+    for i, t in enumerate(trials):
+        t.number = i
+    blend = blend_of_best(trials, y, config_with(blend_top=2))
+    assert blend["chosen"] and len(blend["trials"]) >= 3  # several of a family, not one
+    assert set(blend["trials"]) <= {0, 1, 5, 6}  # the best two of each family, nothing else
+    assert blend["cv_rmse"] < blend["best_trial_oof_rmse"]
+    assert sum(blend["weights"]) == pytest.approx(1)
+    assert len(blend["candidate"].members) == len(blend["trials"])
+    assert set(blend_of_best(trials, y, config_with(blend_top=1))["trials"]) <= {0, 5}
+    assert blend_of_best(trials, y, config_with(blend=False)) == {}
+    assert blend_of_best(forests, y, CONFIG) == {}  # one family: nothing to blend
+
+
 def test_blend_round_trips_and_predicts_the_weighted_average():
     from tabreg.data import synthetic
     from tabreg.models.candidates import Blend, from_flat, make_pipeline

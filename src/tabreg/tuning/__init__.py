@@ -4,7 +4,7 @@ The study is shared by worker processes that coordinate only through its storage
 machine or many (``study``: what the study holds and how a worker claims a trial; ``worker``:
 the claim-and-run loop and the cross-validation; ``launch``: local processes or Prefect flow
 runs; ``coordinator``: the tune step's side, progress and MLflow; ``blend``: the weighted
-average of each family's best; ``space``: what a trial draws). The budget is a number of
+average of the best trials; ``space``: what a trial draws). The budget is a number of
 trials, so a result does not depend on how busy the machine is; ``tune.timeout`` is only a
 guard, and says so when it fires.
 """

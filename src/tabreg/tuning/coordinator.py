@@ -4,7 +4,7 @@ The coordinator never fits a model. It makes (or resumes) the study with its bud
 versions, starts ``tune.workers`` workers (local processes, or Prefect flow runs), reports
 each trial as it finishes (a progress line, and a nested MLflow run under the pipeline's
 parent run), fires the time guard when ``tune.timeout`` passes, and, once no trial of the
-budget is left to run, returns the best candidate (or the blend of each family's best).
+budget is left to run, returns the best candidate (or the blend of the best trials).
 """
 
 from __future__ import annotations

@@ -23,7 +23,8 @@ def study_name(config: Config, data_version: str) -> str:
     space = {
         "tune": config.tune.model_dump(mode="json", by_alias=True,
                                        exclude={"n_trials", "timeout", "storage", "blend",
-                                                "workers", "oversubscribe", "launcher"}),
+                                                "blend_top", "workers", "oversubscribe",
+                                                "launcher"}),
         "features": config.features.model_dump(mode="json"),
         "train": config.train.model_dump(mode="json", exclude={"device"}),
         "target": config.schema.target,
