@@ -152,14 +152,18 @@ check-file: $(STAMP) ## check a CSV against the batch contract: make check-file 
 generate: $(STAMP) ## write synthetic data: make generate ROWS=20000 OUT=data/landing/gen.csv
 	$(TAB) generate --rows $(or $(ROWS),20000) --seed $(or $(SEED),0) --out $(or $(OUT),data/landing/generated.csv)
 
-test: $(STAMP) ## run the whole test suite (unit, integration, end-to-end on the real data)
-	python -m pytest
+# The share of src/ the suite must execute (subprocesses included: the CLI, workers, servers).
+COVERAGE_FLOOR ?= 85
+
+test: $(STAMP) ## run the whole test suite (unit, integration, end-to-end on the real data), then the coverage of src/
+	python -m pytest --cov --cov-report=term --cov-fail-under=$(COVERAGE_FLOOR)
 
 test-fast: $(STAMP) ## unit tests only
 	python -m pytest tests/unit
 
-lint: $(STAMP) ## ruff
+lint: $(STAMP) ## ruff (style, imports, docstrings of the library) and mypy (types of src/)
 	ruff check src flows tests bench
+	mypy
 
 clean: ## remove pipeline outputs and caches (keeps .venv, the DVC cache and data/landing)
 	rm -rf data/raw data/split reports/validation reports/plots reports/plots.html reports/tuning models \
@@ -180,7 +184,7 @@ predict: $(STAMP) ## score a file: make predict INPUT=in.csv OUTPUT=out.parquet 
 	$(TAB) predict "$(INPUT)" "$(OUTPUT)" $(if $(VERSION),--version $(VERSION))
 
 bench: $(STAMP) ## benchmarks -> bench/results.json (about 12 min); BENCH=quick: small sizes; BENCH=quality: real-data RMSE, idle and busy (40 min)
-	python bench/run.py $(if $(filter quick,$(BENCH)),--quick) $(if $(filter quality,$(BENCH)),--only quality)
+	python -m bench $(if $(filter quick,$(BENCH)),--quick) $(if $(filter quality,$(BENCH)),--only quality)
 
 # --- the shared stack on this machine (PostgreSQL, MLflow and Prefect servers, workers) --------
 .PHONY: services services-stop services-status

@@ -69,7 +69,7 @@ def _training_frame(rows: int, real: Path | None):
 
 def _training_matrix(rows: int, real: Path | None):
     """The feature matrix and target of :func:`_training_frame`."""
-    from tabreg.features import build_preprocessor
+    from tabreg.models.features import build_preprocessor
 
     frame, config, what = _training_frame(rows, real)
     y = frame[config.schema.target].to_numpy(dtype=float)
@@ -186,6 +186,41 @@ def _mlp(X, y, work: Path, *, quick: bool) -> dict:
     return {k: round(v, 3) if isinstance(v, float) else v for k, v in figures.items()}
 
 
+#: The workers bench's search space: the pipeline's families, at a few seconds a trial.
+_WORKERS_SPACE = {
+    "random_forest": {"n_estimators": {"low": 40, "high": 120, "int": True},
+                      "max_features": {"low": 2, "high": 8, "int": True}},
+    "hist_gradient_boosting": {"max_iter": {"low": 100, "high": 300, "int": True},
+                               "max_leaf_nodes": {"low": 15, "high": 63, "int": True}}}
+
+
+def _study(folder: Path, frame, trials: int, workers: int) -> tuple[float, float, list]:
+    """One study of ``trials`` trials with ``workers`` workers: (trials ended per minute,
+    seconds of the whole tune, the trials as (number, params, value, state))."""
+    import yaml
+
+    from tabreg.config import parse_config
+    from tabreg.io import write_table
+    from tabreg.tuning import tune
+
+    raw = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
+    raw["tune"].update(n_trials=trials, timeout=None, cv_folds=3, workers=workers,
+                       launcher="local", blend=False, space=_WORKERS_SPACE,
+                       families=["random_forest", "hist_gradient_boosting"],
+                       storage=f"journal:{folder / 'optuna.journal'}")
+    config = parse_config(raw, env={}, origin="bench")
+    write_table(frame, folder / config.paths.train)
+    began = time.perf_counter()
+    result = tune(config, folder)
+    seconds = time.perf_counter() - began
+    done = [(t["number"], t["params"], t["value"], t["state"]) for t in result.trials]
+    # Trials ended per minute of the study's own span (first trial started to last one
+    # ended): the workers' start-up (imports, a few seconds) is not tuning throughput.
+    ended = [t for t in result.trials if t["ended"] is not None]
+    span = max(t["ended"] for t in ended) - min(t["started"] for t in ended)
+    return len(ended) / span * 60, seconds, done
+
+
 def workers(plan, work: Path, real: Path | None, row: Callable[..., dict]) -> dict:
     """Completed trials per minute of one study: 2 workers over 1 on idle cores, and
     2 workers beside the neighbour over idle.
@@ -194,45 +229,14 @@ def workers(plan, work: Path, real: Path | None, row: Callable[..., dict]) -> di
     gradient boosting on the real training rows, a few seconds each): with toy trials of a
     second, the fixed cost per trial (the sampler, the storage, the tune step logging each
     trial to MLflow on the same 2 cores) is what gets measured, not tuning throughput."""
-    import yaml
-
-    from tabreg.config import parse_config
-    from tabreg.io import write_table
-    from tabreg.tuning import tune
-
-    root = Path(__file__).resolve().parents[1]
     rows, trials = (800, 4) if plan.quick else (16_512, 12)
-    space = {"random_forest": {"n_estimators": {"low": 40, "high": 120, "int": True},
-                               "max_features": {"low": 2, "high": 8, "int": True}},
-             "hist_gradient_boosting": {"max_iter": {"low": 100, "high": 300, "int": True},
-                                        "max_leaf_nodes": {"low": 15, "high": 63,
-                                                           "int": True}}}
     frame, _, what = _training_frame(rows, real)
 
-    def run(name: str, n: int) -> tuple[float, float, list]:
-        raw = yaml.safe_load((root / "params.yaml").read_text())
-        folder = work / name
-        raw["tune"].update(n_trials=trials, timeout=None, cv_folds=3, workers=n,
-                           launcher="local", blend=False, space=space,
-                           families=["random_forest", "hist_gradient_boosting"],
-                           storage=f"journal:{folder / 'optuna.journal'}")
-        config = parse_config(raw, env={}, origin="bench")
-        write_table(frame, folder / config.paths.train)
-        began = time.perf_counter()
-        result = tune(config, folder)
-        seconds = time.perf_counter() - began
-        done = [(t["number"], t["params"], t["value"], t["state"]) for t in result.trials]
-        # Trials ended per minute of the study's own span (first trial started to last one
-        # ended): the workers' start-up (imports, a few seconds) is not tuning throughput.
-        ended = [t for t in result.trials if t["ended"] is not None]
-        span = max(t["ended"] for t in ended) - min(t["started"] for t in ended)
-        return len(ended) / span * 60, seconds, done
-
-    one, one_s, one_trials = run("one", 1)
-    two, _, _ = run("two", 2)
+    one, one_s, one_trials = _study(work / "one", frame, trials, 1)
+    two, _, _ = _study(work / "two", frame, trials, 2)
     with busy_neighbour():
-        two_busy, _, _ = run("two-busy", 2)
-        _, one_busy_s, one_busy_trials = run("one-busy", 1)
+        two_busy, _, _ = _study(work / "two-busy", frame, trials, 2)
+        _, one_busy_s, one_busy_trials = _study(work / "one-busy", frame, trials, 1)
     speedup, kept, slower = two / one, two_busy / two, one_busy_s / one_s
     same = one_trials == one_busy_trials
     return {"rows": what, "trials": trials, "one_worker_per_min": round(one, 2),

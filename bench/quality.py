@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from busy import busy_neighbour
+from bench.busy import busy_neighbour
 
 PY = sys.executable
 BOOK_RMSE = 41_445  # the book's final tuned random forest (printed edition)

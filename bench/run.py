@@ -1,6 +1,6 @@
 """Benchmarks: start-up, no-op reruns, MLP training throughput, tuning, serving and scale.
 
-``python bench/run.py`` (``make bench``) measures everything at full size, about ten minutes on
+``python -m bench`` (``make bench``) measures everything at full size, about ten minutes on
 2 cores, writes ``bench/results.json`` and prints the tables (Markdown). ``--quick``
 (``make bench BENCH=quick``) runs every section at small sizes in about a minute and writes
 ``bench/results.quick.json``; the test suite runs it so that the benchmarks keep working.
@@ -18,7 +18,6 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import tempfile
@@ -31,15 +30,13 @@ from datetime import UTC, datetime
 from pathlib import Path
 from statistics import median
 
+from bench import busy
+from bench import quality as quality_runs
+from bench.measure import machine, run_times
+from tabreg.config import ENV_OVERRIDES
+
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-sys.path.insert(0, str(HERE))
-
-import busy  # noqa: E402
-import quality as quality_runs  # noqa: E402
-from measure import machine, run_times  # noqa: E402
-
-from tabreg.config import ENV_OVERRIDES  # noqa: E402
 
 PY = sys.executable
 #: Variables that would point a benchmark's throwaway project at the user's data or stores:
@@ -159,8 +156,9 @@ def pipeline(plan: Plan, work: Path) -> dict:
     dvc = str(Path(PY).with_name("dvc")) if Path(PY).with_name("dvc").exists() else "dvc"
     subprocess.run([dvc, "init", "--no-scm", "-q"], cwd=root, env=env, check=True)
     out = work / "flow.json"
-    done = subprocess.run([PY, str(HERE / "flow_runs.py"), "--root", str(root), "--runs", "2",
-                           "--out", str(out)], cwd=root, env=env, capture_output=True,
+    done = subprocess.run([PY, "-m", "bench.flow_runs", "--root", str(root), "--runs", "2",
+                           "--out", str(out)], cwd=root, env={**env, "PYTHONPATH": str(ROOT)},
+                          capture_output=True,
                           text=True, timeout=1800)
     if done.returncode:
         last = done.stderr.strip().splitlines()[-1:] or ["(no output)"]
@@ -250,7 +248,7 @@ def mlp(plan: Plan, work: Path) -> dict:
     import numpy as np
 
     from tabreg.data import synthetic
-    from tabreg.features import build_preprocessor
+    from tabreg.models.features import build_preprocessor
     from tabreg.models.mlp import TorchMLPRegressor, resolve_device
 
     config = _load_config()
@@ -381,12 +379,6 @@ def _curve_marks(curve: list[dict]) -> str:
 
 # --- serving --------------------------------------------------------------------------------
 
-def _free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
-
-
 def _register(config, store: Path, rows: int, iterations: int) -> str:
     """A gradient-boosting model fitted on generated rows, registered as champion."""
     import mlflow
@@ -394,9 +386,9 @@ def _register(config, store: Path, rows: int, iterations: int) -> str:
     from mlflow import MlflowClient
     from mlflow.models import infer_signature
 
-    from tabreg import registry
     from tabreg.data import synthetic
     from tabreg.models.candidates import Candidate, make_pipeline
+    from tabreg.promotion import registry
 
     uri = f"sqlite:///{store / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)
@@ -424,8 +416,26 @@ def _payload(frame) -> bytes:
                                            "data": clean.values.tolist()}}).encode()
 
 
-def serving(plan: Plan, work: Path) -> dict:
+def _latencies(url: str, body: bytes, n: int) -> list[float]:
+    """Seconds of each of ``n`` sequential requests (after 10 to warm up) on one connection."""
     import httpx
+
+    headers = {"Content-Type": "application/json"}
+    with httpx.Client(base_url=url, timeout=60) as http:
+        for _ in range(10):
+            http.post("/invocations", content=body, headers=headers)
+        out = []
+        for _ in range(n):
+            start = time.perf_counter()
+            answer = http.post("/invocations", content=body, headers=headers)
+            out.append(time.perf_counter() - start)
+            if answer.status_code != 200:
+                raise RuntimeError(f"the server answered {answer.status_code}: "
+                                   f"{answer.text[:300]}")
+    return out
+
+
+def serving(plan: Plan, work: Path) -> dict:
     import mlflow.pyfunc
     import numpy as np
     from threadpoolctl import threadpool_limits
@@ -441,22 +451,7 @@ def serving(plan: Plan, work: Path) -> dict:
     body1 = _payload(one)
     n1, n100 = plan.serve_requests
     with _server(store, uri, workers=1) as (url, startup):
-        with httpx.Client(base_url=url, timeout=60) as http:
-            def timed(body: bytes, n: int) -> list[float]:
-                headers = {"Content-Type": "application/json"}
-                for _ in range(10):
-                    http.post("/invocations", content=body, headers=headers)
-                out = []
-                for _ in range(n):
-                    start = time.perf_counter()
-                    answer = http.post("/invocations", content=body, headers=headers)
-                    out.append(time.perf_counter() - start)
-                    if answer.status_code != 200:
-                        raise RuntimeError(f"the server answered {answer.status_code}: "
-                                           f"{answer.text[:300]}")
-                return out
-
-            lat1, lat100 = timed(body1, n1), timed(_payload(hundred), n100)
+        lat1, lat100 = _latencies(url, body1, n1), _latencies(url, _payload(hundred), n100)
         parallel = _concurrent_rps(url, body1, n1, clients=4)
     with _server(store, uri, workers=2) as (url, _):
         _concurrent_rps(url, body1, 20, clients=4)  # every worker warmed up
@@ -504,25 +499,18 @@ def serving(plan: Plan, work: Path) -> dict:
 @contextmanager
 def _server(store: Path, uri: str, workers: int) -> Iterator[tuple[str, float]]:
     """``tabreg serve`` on a free port in its own process: (its URL, seconds to healthy)."""
-    from tabreg.serving import wait_until_healthy
+    from tests.scoring_helpers import start_server
 
-    port = _free_port()
-    with open(store / f"server-{workers}.log", "w") as log:
-        began = time.perf_counter()
-        server = subprocess.Popen([PY, "-m", "tabreg", "--params", str(ROOT / "params.yaml"),
-                                   "-q", "serve", "--port", str(port), "--refresh", "0",
-                                   "--workers", str(workers)],
-                                  cwd=store, env=clean_env(MLFLOW_TRACKING_URI=uri), stdout=log,
-                                  stderr=subprocess.STDOUT)
-        url = f"http://127.0.0.1:{port}"
-        try:
-            if not wait_until_healthy(url, server, 180):
-                raise RuntimeError("the server did not start:\n"
-                                   f"{Path(log.name).read_text()[-2000:]}")
-            yield url, time.perf_counter() - began
-        finally:
-            server.terminate()
-            server.wait(timeout=30)
+    began = time.perf_counter()
+    server, url = start_server(["--params", str(ROOT / "params.yaml"), "-q"],
+                               ["--refresh", "0", "--workers", str(workers)], cwd=store,
+                               env=clean_env(MLFLOW_TRACKING_URI=uri),
+                               log=store / f"server-{workers}.log", timeout=180)
+    try:
+        yield url, time.perf_counter() - began
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
 
 
 def _concurrent_rps(url: str, body: bytes, n: int, clients: int) -> float:
@@ -600,9 +588,10 @@ def scale(plan: Plan, work: Path) -> dict:
     sizes = {}
     for rows in plan.scale_rows:
         out = work / f"scale-{rows}.json"
-        done = subprocess.run([PY, str(HERE / "scale.py"), "--rows", str(rows), "--work",
+        done = subprocess.run([PY, "-m", "bench.scale", "--rows", str(rows), "--work",
                                str(work / f"scale-{rows}"), "--chunk-rows", str(plan.chunk_rows),
-                               "--out", str(out)], env=clean_env(**SCALE_ENVIRONMENT),
+                               "--out", str(out)],
+                              env=clean_env(**SCALE_ENVIRONMENT, PYTHONPATH=str(ROOT)),
                               capture_output=True, text=True, timeout=1800)
         if done.returncode:
             raise RuntimeError(f"scale at {rows} rows failed:\n{done.stderr[-3000:]}")
@@ -687,7 +676,7 @@ ON_REQUEST = ("quality",)
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="small sizes (about a minute)")
     parser.add_argument("--only", default=None,
                         help=f"comma-separated sections of {list(SECTIONS)}")
@@ -737,6 +726,3 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nwritten: {out}", file=sys.stderr)
     return 1 if any("error" in s for s in results["sections"].values()) else 0
 
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -20,10 +20,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench.measure import step
 
-from measure import step  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 #: The fixed training budget: boosting iterations of the gradient-boosting candidate.
 TRAIN_ITERATIONS = 100
@@ -35,9 +34,9 @@ def measure(rows: int, work: Path, chunk_rows: int) -> dict:
     from tabreg.data import ingest, synthetic
     from tabreg.data import split as splitting
     from tabreg.data.validate import validate_frame
-    from tabreg.features import build_preprocessor
     from tabreg.io import write_table
     from tabreg.models.candidates import Candidate, make_pipeline
+    from tabreg.models.features import build_preprocessor
 
     config = load_config(ROOT / "params.yaml", env={})
     schema = config.schema
@@ -77,7 +76,7 @@ def measure(rows: int, work: Path, chunk_rows: int) -> dict:
     # Scoring runs in a fresh process, as `make predict` does: its peak memory is then its
     # own, not what this process kept from the steps before.
     out = work / "score.json"
-    subprocess.run([sys.executable, __file__, "--score", "--work", str(work), "--rows",
+    subprocess.run([sys.executable, "-m", "bench.scale", "--score", "--work", str(work), "--rows",
                     str(rows), "--chunk-rows", str(chunk_rows), "--out", str(out)], check=True)
     steps["score"] = json.loads(out.read_text())
     for name in ("source.csv", "raw.parquet", "train.parquet", "test.parquet", "model.pkl"):
@@ -87,8 +86,8 @@ def measure(rows: int, work: Path, chunk_rows: int) -> dict:
 
 def score(work: Path, chunk_rows: int) -> dict:
     """Score ``work/source.csv`` with ``work/model.pkl``, in chunks, to Parquet."""
-    from tabreg import scoring
     from tabreg.config import load_config
+    from tabreg.serving import scoring
 
     schema = load_config(ROOT / "params.yaml", env={}).schema
     with open(work / "model.pkl", "rb") as handle:

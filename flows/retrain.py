@@ -26,79 +26,27 @@ try:
     from flows.training import training
 except ImportError:  # run as a script (`python flows/retrain.py`): flows/ is on sys.path
     from training import training
-from tabreg import registry
-from tabreg import retrain as rt
 from tabreg.config import Config, load_config
-from tabreg.data import landing
+from tabreg.promotion import retrain as rt
 
 DEPLOYMENT = "retrain"
 DRIFT_DEPLOYMENT = "drift-check"
 
 
-def _record(config: Config, root: Path, **entry) -> dict:
-    return registry.record(root / config.registry.ledger,
-                           {"model": config.registry.model_name, **entry})
-
-
 @task(cache_policy=NO_CACHE, persist_result=False, task_run_name="check new batches")
 def check_new_batches(config: Config, root: Path, new: rt.NewData) -> rt.BatchCheck:
-    checked = landing.screen(config, root, new.batches, by="retrain")
-    if checked.rejected:
-        _record(config, root, trigger="retrain", action="reject batch",
-                files=sorted(checked.rejected), quarantine=str(checked.where),
-                reasons=[f"{name}: {why.splitlines()[0]}"
-                         for name, why in checked.rejected.items()])
-    checked.refuse()
-    return checked
+    return rt.screen_batches(config, root, new)
 
 
 @task(cache_policy=NO_CACHE, persist_result=False, task_run_name="measure drift")
 def measure_drift(config: Config, root: Path, new: rt.NewData,
                   checked: rt.BatchCheck) -> dict | None:
-    import pandas as pd
-
-    from tabreg.steps.data import read_source
-
-    if new.first_run:
-        return None
-    frames = list(checked.accepted.values())
-    if new.source_changed:
-        frames.append(read_source(config, root))
-    if not frames:  # only rows ingested before this run: no new batch to compare
-        return None
-    current = pd.concat(frames, ignore_index=True)[list(config.schema.features)]
-    return rt.drift(config, root, current)
+    return rt.new_data_drift(config, root, new, checked)
 
 
 @task(cache_policy=NO_CACHE, persist_result=False, task_run_name="version data")
 def version_data(root: Path) -> str:
-    """Push the DVC-tracked outputs (the new data version among them) to the remote."""
-    import contextlib
-
-    from dvc.repo import Repo
-
-    with contextlib.chdir(root), Repo(".") as repo:
-        if not repo.config.get("core", {}).get("remote"):
-            return "no DVC remote configured: data versioned in the local cache"
-        pushed = repo.push()
-    return f"pushed {pushed} file(s) to the DVC remote"
-
-
-def _log_run(config: Config, root: Path, outcome: dict, drift: dict | None) -> None:
-    import mlflow
-
-    from tabreg import tracking
-
-    tracking.start(config, root)
-    with tracking.start_run(run_name=f"retrain-{outcome['action'].replace(' ', '-')}",
-                          tags={"kind": "retrain", "outcome": outcome["action"],
-                                "trigger": outcome["trigger"]}):
-        mlflow.log_dict(outcome, "retrain.json")
-        if drift:
-            mlflow.log_metrics({f"psi.{k}": v["psi"] for k, v in drift["features"].items()})
-            mlflow.log_metric("drift_max_psi", drift["max_psi"])
-            mlflow.set_tag("drift_level", drift["level"])
-            mlflow.log_dict(drift, "drift.json")
+    return rt.push_data(root)
 
 
 def _report(outcome: dict, drift: dict | None) -> Any:
@@ -108,7 +56,7 @@ def _report(outcome: dict, drift: dict | None) -> Any:
 
     from prefect.states import Completed
 
-    from tabreg import run_report
+    from tabreg.orchestration import run_report
 
     reasons = outcome.get("reasons", [])
     run_report.log_to_ui(f"retrain: {outcome['action']}\n" + json.dumps(outcome, indent=2,
@@ -136,37 +84,25 @@ def _report(outcome: dict, drift: dict | None) -> Any:
 
 def _train_and_gate(config: Config, root: Path, params: str, trigger: str, reasons: list[str],
                     **facts: Any) -> dict:
-    """Run the training flow and record the outcome with the gate's decision on the model
-    this run trained: none when the run did not reach the gate (DVC found ``register`` up to
-    date), never an earlier run's. A failing run is recorded as
-    ``fail`` before its error goes on."""
-    from tabreg.steps.registry import read_decision, trained_run_id
-
+    """Run the training flow, then record the outcome with the gate's decision on the model
+    this run trained. A failing run is recorded as ``fail`` before its error goes on."""
     try:
         stages = training(params=params, root=str(root))
     except Exception as exc:
-        _record(config, root, trigger=trigger, action="fail", **facts, reasons=[
+        rt.record(config, root, trigger=trigger, action="fail", **facts, reasons=[
             *reasons, f"the training flow failed: {(str(exc) or type(exc).__name__)[:300]}"])
         raise
     ran = [s["stage"] for s in stages if s["ran"]]
     reasons.append(version_data(root))
-    decision = read_decision(config, root, run_id=trained_run_id(root)) if "register" in ran \
-        else None
-    if decision is None:
-        reasons.append("no gate decision: the training flow registered no new model (its "
-                       "stages were up to date)")
-    decision = decision or {}
-    return _record(config, root, trigger=trigger, action="retrain", reasons=reasons, ran=ran,
-                   **facts, decision=decision.get("action"),
-                   challenger=decision.get("challenger"), champion=decision.get("champion"))
+    return rt.after_training(config, root, ran, trigger, reasons, **facts)
 
 
 @flow(name="retrain", log_prints=True, persist_result=False)
 def retrain(params: str = "params.yaml", root: str = ".", trigger: str = "schedule") -> dict:
     """Retrain when there is new data (``trigger="drift"``: only when it drifts enough)."""
-    from tabreg import recovery
     from tabreg.logs import quiet_libraries
-    from tabreg.steps.model import preflight
+    from tabreg.orchestration.preflight import preflight
+    from tabreg.store import recovery
 
     quiet_libraries(dvc=True)
     logger = get_run_logger()
@@ -177,9 +113,9 @@ def retrain(params: str = "params.yaml", root: str = ".", trigger: str = "schedu
         recovery.clean_up(config, base)  # what a killed run left: runs, trials, temp files
         new = rt.detect_new_data(config, base)
         if not new.found:
-            outcome = _record(config, base, trigger=trigger, action="skip",
+            outcome = rt.record(config, base, trigger=trigger, action="skip",
                               reasons=["no new data"])
-            _log_run(config, base, outcome, None)
+            rt.log_outcome(config, base, outcome, None)
             logger.info("retrain: skipped, no new data")
             return _report(outcome, None)
         logger.info("retrain: %s", new.describe())
@@ -191,14 +127,14 @@ def retrain(params: str = "params.yaml", root: str = ".", trigger: str = "schedu
         drift_note = (f"drift {drift['level']} (max PSI {drift['max_psi']:.3f} on "
                       f"{drift['worst_feature']})" if drift else "no drift reference")
         if not go:
-            outcome = _record(config, base, trigger=trigger, action="skip",
+            outcome = rt.record(config, base, trigger=trigger, action="skip",
                               reasons=[why, drift_note], new_rows=rows, batch_rows=batch_rows)
-            _log_run(config, base, outcome, drift)
+            rt.log_outcome(config, base, outcome, drift)
             logger.info("retrain: skipped: %s", why)
             return _report(outcome, drift)
         outcome = _train_and_gate(config, base, params, trigger, [why, drift_note],
                                   new_rows=rows, batch_rows=batch_rows)
-        _log_run(config, base, outcome, drift)
+        rt.log_outcome(config, base, outcome, drift)
         logger.info("retrain: %s; gate: %s", why, outcome["decision"] or "did not judge")
         return _report(outcome, drift)
 
@@ -226,7 +162,7 @@ def main(argv: list[str] | None = None) -> int:
     import json
     import os
 
-    from tabreg import flowrun
+    from tabreg.orchestration import flowrun
 
     parser = argparse.ArgumentParser(description="Run the retrain-and-promote flow.")
     parser.add_argument("--params", default="params.yaml")

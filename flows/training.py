@@ -20,7 +20,13 @@ from prefect.cache_policies import NO_CACHE
 from tabreg import steps
 from tabreg.config import Config, load_config
 from tabreg.evaluation.card import number
-from tabreg.pipeline import data_version, describe_changes, ran_before, record_stage, stage_changes
+from tabreg.orchestration.dvc_stages import (
+    data_version,
+    describe_changes,
+    ran_before,
+    record_stage,
+    stage_changes,
+)
 
 #: The state name a stage DVC finds up to date ends in (a Completed state, shown apart).
 SKIPPED = "Skipped"
@@ -29,8 +35,8 @@ SKIPPED = "Skipped"
 def _path_names(config: Config) -> dict[str, str]:
     """Readable names for the pipeline's data files in the stage decisions."""
     return {config.paths.raw: "raw data", config.paths.train: "training data",
-            config.paths.test: "test data", "models/tuning.json": "tuning result",
-            "models/model": "trained model", "models/train.json": "training record",
+            config.paths.test: "test data", config.paths.tuning: "tuning result",
+            config.paths.model: "trained model", config.paths.model_record: "training record",
             f"{config.paths.reports}/metrics.json": "test metrics"}
 
 
@@ -66,9 +72,9 @@ def run_stage(name: str, params: str, root: str) -> dict:
 @flow(name="training", log_prints=True, persist_result=False)
 def training(params: str = "params.yaml", root: str = ".") -> list[dict]:
     """ingest -> validate -> split -> features -> tune -> train -> evaluate -> register."""
-    from tabreg import recovery
     from tabreg.logs import quiet_libraries
-    from tabreg.steps.model import preflight
+    from tabreg.orchestration.preflight import preflight
+    from tabreg.store import recovery
 
     quiet_libraries(dvc=True)
     # Prefect attaches its handlers to the `tabreg` loggers (PREFECT_LOGGING_EXTRA_LOGGERS) but
@@ -89,7 +95,7 @@ def training(params: str = "params.yaml", root: str = ".") -> list[dict]:
 
 def report(stages: list[dict], root: Path, params: str) -> None:
     """The run's summary in the flow run's logs and artifacts (the Prefect UI)."""
-    from tabreg import run_report
+    from tabreg.orchestration import run_report
 
     facts = summary_facts(stages, root, params)
     run_report.log_to_ui(summary(stages, root, params))
@@ -103,7 +109,7 @@ def report(stages: list[dict], root: Path, params: str) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from tabreg import flowrun
+    from tabreg.orchestration import flowrun
 
     parser = argparse.ArgumentParser(description="Run the training flow once.")
     parser.add_argument("--params", default="params.yaml")
@@ -122,15 +128,15 @@ def main(argv: list[str] | None = None) -> int:
 def _reports(root: Path, config: Config) -> dict[str, dict | None]:
     import json
 
-    from tabreg.steps.registry import read_decision, trained_run_id
+    from tabreg.steps.register import read_decision, trained_run_id
 
     paths = {"ingest": root / config.paths.reports / "ingest.json",
              "split": root / config.paths.reports / "split.json",
              "metrics": root / config.paths.reports / "metrics.json",
-             "tuning": root / "models/tuning.json"}
+             "tuning": root / config.paths.tuning}
     found = {k: json.loads(p.read_text()) if p.exists() else None for k, p in paths.items()}
     # Only a decision on the model this pipeline trained: never an earlier model's.
-    found["promotion"] = read_decision(config, root, run_id=trained_run_id(root))
+    found["promotion"] = read_decision(config, root, run_id=trained_run_id(config, root))
     return found
 
 

@@ -5,8 +5,9 @@ throwaway MLflow store, registered, and made champion."""
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,7 +45,7 @@ def log_and_register(store: Store, pipeline, example: pd.DataFrame, champion: bo
     from mlflow import MlflowClient
     from mlflow.models import infer_signature
 
-    from tabreg import registry
+    from tabreg.promotion import registry
 
     mlflow.set_tracking_uri(store.uri)
     mlflow.set_registry_uri(store.uri)
@@ -63,9 +64,9 @@ def log_and_register(store: Store, pipeline, example: pd.DataFrame, champion: bo
 def write_test_split_and_store(root: Path, config: Config) -> Path:
     """A project holding only a test split (1,500 generated rows) and an empty MLflow store
     (created with its experiment): what the gate needs to judge models registered by hand."""
-    from tabreg import registry
     from tabreg.config import ROW_ID
     from tabreg.data import synthetic
+    from tabreg.promotion import registry
 
     test = synthetic.generate(1500, seed=12)
     test.insert(0, ROW_ID, range(len(test)))
@@ -83,8 +84,8 @@ def register_by_hand(root: Path, config: Config, model, **tags: str) -> str:
     import mlflow.sklearn
     from mlflow.models import infer_signature
 
-    from tabreg import registry
     from tabreg.data import synthetic
+    from tabreg.promotion import registry
 
     example = synthetic.generate(5, seed=1)[list(config.schema.features)]
     with mlflow.start_run():
@@ -135,3 +136,32 @@ def isolated_mlflow() -> Iterator[None]:
                 os.environ.pop(name, None)
             else:
                 os.environ[name] = value
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 now (the OS picks it)."""
+    import socket
+
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def start_server(options: Sequence[str], serve_args: Sequence[str], *, cwd: Path,
+                 env: dict[str, str], log: Path, timeout: float = 120
+                 ) -> tuple[subprocess.Popen, str]:
+    """``python -m tabreg <options> serve --port <free> <serve_args>`` in its own process,
+    answering ``/health``: (the process, its URL). Shared by the tests and the serving bench;
+    raises with the log's tail when the server does not start in time."""
+    from tabreg.serving.server import wait_until_healthy
+
+    port = free_port()
+    with open(log, "w") as out:
+        process = subprocess.Popen([sys.executable, "-m", "tabreg", *options, "serve", "--port",
+                                    str(port), *serve_args], cwd=cwd, env=env, stdout=out,
+                                   stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    if not wait_until_healthy(url, process, timeout):
+        process.kill()
+        raise RuntimeError(f"the server did not start:\n{log.read_text()[-3000:]}")
+    return process, url

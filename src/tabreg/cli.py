@@ -1,7 +1,9 @@
 """``python -m tabreg``: the command line that DVC stages, Make targets and users call.
 
 Starts fast (heavy libraries load inside the command that needs them) and shows errors from
-input once, as a message, with a non-zero exit; a traceback only for bugs.
+input once, as a message, with a non-zero exit; a traceback only for bugs. argparse rather than
+click or typer for the same reason: DVC stages and Make targets call this often, and the
+standard library costs nothing to import.
 """
 
 from __future__ import annotations
@@ -11,8 +13,12 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from tabreg.errors import report
+
+if TYPE_CHECKING:  # the configuration module is loaded only by the commands that need it
+    from tabreg.config import Config
 
 #: The pipeline steps that open MLflow runs (and Optuna trials): they end the ones a killed
 #: run left RUNNING before they start.
@@ -154,14 +160,9 @@ def _new_batch(config, root: Path, rows: int, seed: int | None, drift: float,
 
 
 def _check_file(config, root: Path, path: Path, suite: str) -> dict:
-    from tabreg.data import ingest, validate
+    from tabreg.data.landing import check_batch
 
-    frame = ingest.with_identity(ingest.read_csv(path, config.schema), config.schema, path.name,
-                                 config.data.id_column, config.data.duplicates)
-    suite_path = config.validation.raw_suite if suite == "raw" else config.validation.batch_suite
-    report = validate.validate_frame(frame, root / suite_path,
-                                     sample_size=config.validation.sample_size)
-    validate.check(report, str(path))
+    frame = check_batch(config, root, path, suite, shown=str(path))
     return {"file": str(path), "rows": len(frame), "suite": suite, "success": True}
 
 
@@ -187,7 +188,111 @@ def _tune_worker(root: Path, args: argparse.Namespace) -> dict:
     return work(root, storage, args.study, threads=args.threads, max_trials=args.max_trials)
 
 
+# --- one handler a command: (args, root, config) -> a JSON-able result to print, an exit
+# code, or None (the handler printed what it had to say) ------------------------------------
+
+Outcome = dict | int | None
+
+
+def _show_config(args: argparse.Namespace, root: Path, config: Config) -> Outcome:
+    return config.model_dump(mode="json", by_alias=True)
+
+
+def _tracking_uri(args: argparse.Namespace, root: Path, config: Config) -> Outcome:
+    from tabreg.store.tracking import tracking_uri
+
+    print(tracking_uri(config, root.resolve()))
+    return None
+
+
+def _predict(args: argparse.Namespace, root: Path, config: Config) -> Outcome:
+    from tabreg.serving import scoring
+
+    return scoring.predict_file(config, root, args.input, args.output, version=args.version,
+                                chunk_rows=args.chunk_rows, progress=not args.quiet)
+
+
+def _serve(args: argparse.Namespace, root: Path, config: Config) -> Outcome:
+    from tabreg.serving import server
+
+    server.serve(config, root, host=args.host, port=args.port, version=args.version,
+                 refresh=args.refresh, threads=args.threads or None, workers=args.workers)
+    return None
+
+
+def _plots(args: argparse.Namespace, root: Path, config: Config) -> Outcome:
+    from tabreg.evaluation import plots_page
+
+    return plots_page.write(config, root)
+
+
+def _services(args: argparse.Namespace, root: Path, config: Config) -> Outcome:
+    from tabreg.services import stack
+
+    return stack.command(args.action, config.services, root, quiet=args.quiet)
+
+
+def _backup(args: argparse.Namespace, root: Path, config: Config) -> Outcome:
+    from tabreg.store import backup
+
+    return backup.backup(config, root, args.to, dvc_remote=args.dvc_remote)
+
+
+def _restore(args: argparse.Namespace, root: Path, config: Config) -> Outcome:
+    from tabreg.store import backup
+
+    return backup.restore(config, root, args.source, force=args.force)
+
+
+def _evaluate_version(args: argparse.Namespace, root: Path, config: Config) -> Outcome:
+    from tabreg.evaluation import earlier_data
+
+    return earlier_data.evaluate_version(config, root, args.version, args.data)
+
+
+def _status(args: argparse.Namespace, root: Path, config: Config) -> Outcome:
+    from tabreg.steps import champion
+
+    result = champion.status(config, root)
+    if not args.quiet:
+        print(champion.status_text(result))
+    return None
+
+
+def _step(args: argparse.Namespace, root: Path, config: Config) -> Outcome:
+    """A pipeline step (or promote / rollback): what a killed run left (temporary files; runs
+    and trials for the steps that use the stores) is cleared before the step starts."""
+    from tabreg import steps
+    from tabreg.store import recovery
+
+    recovery.clean_up(config, root, stores=args.command in _STORE_STEPS)
+    return steps.get(args.command)(config, root)
+
+
+_HANDLERS = {
+    "config": _show_config, "tracking-uri": _tracking_uri,
+    "check-file": lambda args, root, config: _check_file(config, root, args.path, args.suite),
+    "predict": _predict, "serve": _serve, "plots": _plots,
+    "new-batch": lambda args, root, config: _new_batch(config, root, args.rows, args.seed,
+                                                       args.drift, args.corrupt),
+    "services": _services, "backup": _backup, "restore": _restore,
+    "evaluate-version": _evaluate_version, "status": _status,
+}
+
+
+def _dispatch(args: argparse.Namespace, root: Path) -> Outcome:
+    if args.command == "generate":  # no project needed
+        return _generate(args.out, args.rows, args.seed)
+    if args.command == "tune-worker":  # the study holds the configuration
+        return _tune_worker(root, args)
+    from tabreg.config import load_config
+
+    config = load_config(root / args.params)
+    return _HANDLERS.get(args.command, _step)(args, root, config)
+
+
 def run(argv: list[str] | None = None) -> int:
+    """The command line: run one command; a fault is one message and a non-zero exit."""
     args = _parser().parse_args(argv)
     logging.basicConfig(level=logging.WARNING if args.quiet else logging.INFO,
                         format="%(message)s", stream=sys.stderr)
@@ -196,85 +301,20 @@ def run(argv: list[str] | None = None) -> int:
     quiet_libraries()  # the libraries' bookkeeping off the console, in this one format
     # Trials finishing are progress a user watches, even when the step is otherwise quiet.
     logging.getLogger("tabreg.tuning.progress").setLevel(logging.INFO)
-    root = Path(args.root)
     try:
-        if args.command == "generate":
-            result = _generate(args.out, args.rows, args.seed)
-        elif args.command == "tune-worker":
-            result = _tune_worker(root, args)
-        else:
-            from tabreg.config import load_config
-
-            config = load_config(root / args.params)
-            if args.command == "config":
-                result = config.model_dump(mode="json", by_alias=True)
-            elif args.command == "tracking-uri":
-                from tabreg.tracking import tracking_uri
-
-                print(tracking_uri(config, root.resolve()))
-                return 0
-            elif args.command == "check-file":
-                result = _check_file(config, root, args.path, args.suite)
-            elif args.command == "predict":
-                from tabreg import scoring
-
-                result = scoring.predict_file(config, root, args.input, args.output,
-                                              version=args.version,
-                                              chunk_rows=args.chunk_rows,
-                                              progress=not args.quiet)
-            elif args.command == "serve":
-                from tabreg import serving
-
-                serving.serve(config, root, host=args.host, port=args.port,
-                              version=args.version, refresh=args.refresh,
-                              threads=args.threads or None, workers=args.workers)
-                return 0
-            elif args.command == "plots":
-                from tabreg.evaluation import plots_page
-
-                result = plots_page.write(config, root)
-            elif args.command == "new-batch":
-                result = _new_batch(config, root, args.rows, args.seed, args.drift,
-                                    args.corrupt)
-            elif args.command == "services":
-                from tabreg.services import stack
-
-                return stack.command(args.action, config.services, root, quiet=args.quiet)
-            elif args.command == "backup":
-                from tabreg import backup
-
-                result = backup.backup(config, root, args.to, dvc_remote=args.dvc_remote)
-            elif args.command == "restore":
-                from tabreg import backup
-
-                result = backup.restore(config, root, args.source, force=args.force)
-            elif args.command == "evaluate-version":
-                from tabreg.evaluation import earlier_data
-
-                result = earlier_data.evaluate_version(config, root, args.version, args.data)
-            elif args.command == "status":
-                from tabreg.steps import registry
-
-                result = registry.status(config, root)
-                if not args.quiet:
-                    print(registry.status_text(result))
-                return 0
-            else:
-                from tabreg import recovery, steps
-
-                # What a killed run left (temporary files; runs and trials for the steps
-                # that use the stores) goes before the step starts.
-                recovery.clean_up(config, root, stores=args.command in _STORE_STEPS)
-                result = steps.get(args.command)(config, root)
+        outcome = _dispatch(args, Path(args.root))
     except BaseException as exc:  # a fault is shown once, as a message; a bug is raised
         code = report(exc, verbose=args.verbose)
         if code is None:
             raise
         return code
-    if not args.quiet:
-        print(json.dumps(result, indent=2, default=str))
+    if isinstance(outcome, int):
+        return outcome
+    if outcome is not None and not args.quiet:
+        print(json.dumps(outcome, indent=2, default=str))
     return 0
 
 
 def main() -> None:
+    """``python -m tabreg``: :func:`run` with the process's arguments."""
     sys.exit(run())

@@ -13,7 +13,7 @@ import math
 import os
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -110,6 +110,9 @@ class PathsConfig(_Frozen):
     raw: str = "data/raw/table.parquet"
     train: str = "data/split/train.parquet"
     test: str = "data/split/test.parquet"
+    tuning: str = "models/tuning.json"  # the study's result: the chosen candidate
+    model: str = "models/model"  # the trained model (an MLflow model folder)
+    model_record: str = "models/train.json"  # the training run, its params and data version
     reports: str = "reports"
 
 
@@ -261,6 +264,9 @@ class Range(_Frozen):
 
 
 Family = Literal["random_forest", "hist_gradient_boosting", "mlp"]
+#: The model families, in the order the default search space lists them (the one list:
+#: ``tabreg.models.candidates`` builds each of these).
+FAMILIES: tuple[str, ...] = get_args(Family)
 
 
 class TuneConfig(_Frozen):
@@ -275,14 +281,14 @@ class TuneConfig(_Frozen):
     workers: int | None = Field(default=None, description="worker processes; null: one a core")
     oversubscribe: bool = False  # allow more workers than usable cores
     launcher: Literal["auto", "local", "prefect"] = "auto"  # where the workers run
-    families: tuple[Family, ...] = ("random_forest", "hist_gradient_boosting", "mlp")
+    families: tuple[Family, ...] = FAMILIES  # type: ignore[assignment]
     space: dict[str, dict[str, Range]] = {}
     blend: bool = True  # then try a weighted average of the best trials (Caruana selection)
-    blend_top: int = Field(default=3, ge=1)  # the blend's candidates: best N trials a family
+    blend_top: int = Field(default=1, ge=1)  # the blend's candidates: best N trials a family
 
     @model_validator(mode="after")
     def _check(self) -> TuneConfig:
-        known = {"features", *Family.__args__}  # type: ignore[attr-defined]
+        known = {"features", *FAMILIES}
         for group in self.space:
             if group not in known:
                 raise ValueError(f"space.{group}: unknown group; expected one of {sorted(known)}")
@@ -313,7 +319,7 @@ class RegistryConfig(_Frozen):
 
 
 class PromotionConfig(_Frozen):
-    """The champion/challenger gate (see ``tabreg.gate``)."""
+    """The champion/challenger gate (see ``tabreg.promotion.gate``)."""
 
     max_rmse: float = Field(default=math.inf, gt=0, description="bar for every challenger")
     #: How far (relative) the champion's RMSE on the current test split may fall outside the

@@ -26,7 +26,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     path.parent.mkdir(parents=True, exist_ok=True)
     # Not mkstemp: its 0600 mode would survive the rename; a fresh name created by the writer
     # gets the usual umask-based mode. The name carries the writer's pid, so that the file a
-    # killed writer leaves can be told from one being written (``tabreg.recovery``).
+    # killed writer leaves can be told from one being written (``tabreg.store.recovery``).
     tmp_path = path.with_name(f".{path.name}.{uuid.uuid4().hex[:12]}.{os.getpid()}.tmp")
     try:
         yield tmp_path
@@ -35,7 +35,7 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
         tmp_path.unlink(missing_ok=True)
 
 
-def _write(path: str | os.PathLike[str], writer: Callable[[Path], None]) -> Path:
+def _write(path: str | os.PathLike[str], writer: Callable[[Path], object]) -> Path:
     with atomic_path(path) as tmp:
         writer(tmp)
     return Path(path)
@@ -47,11 +47,13 @@ def write_table(frame: pd.DataFrame, path: str | os.PathLike[str]) -> Path:
 
 
 def write_json(data: Any, path: str | os.PathLike[str]) -> Path:
+    """Write ``data`` as indented JSON, atomically (see the module docstring)."""
     text = json.dumps(data, indent=2, sort_keys=False, default=str) + "\n"
     return _write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def write_text(text: str, path: str | os.PathLike[str]) -> Path:
+    """Write ``text`` (UTF-8), atomically."""
     return _write(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 

@@ -12,6 +12,7 @@ Called when a command or flow starts, never at import.
 
 from __future__ import annotations
 
+import importlib
 import logging
 import os
 import sys
@@ -69,7 +70,7 @@ def quiet_libraries(*, dvc: bool = False) -> None:
     # ... for ephemeral docs site", twice per validation).
     _add_once(logging.getLogger("great_expectations.data_context.types.base"), _WarningsOnly)
     if dvc:
-        import dvc.logger  # noqa: F401 - importing dvc installs its handlers; then replace them
+        importlib.import_module("dvc.logger")  # installs DVC's handlers; then replace them
 
         for name in ("dvc", "dvc_objects", "dvc_data"):
             logger = logging.getLogger(name)

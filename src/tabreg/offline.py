@@ -43,6 +43,7 @@ def data_uri(path: str | Path, mime: str | None = None) -> str:
 
 
 def style(css: str) -> str:
+    """An inline stylesheet; ``</style`` inside it would end the tag early, so it is escaped."""
     return "<style>\n" + css.replace("</style", "<\\/style") + "\n</style>"
 
 
@@ -94,4 +95,6 @@ def vega_bundle() -> str:
     """Vega, Vega-Lite and vega-embed in one script (``vegaEmbed`` global), no network."""
     import vl_convert
 
-    return vl_convert.javascript_bundle(vl_version=VEGA_LITE)
+    # The default snippet (the stub marks it required; the library makes it optional) sets
+    # the vegaEmbed, vegaLite and vega globals the page uses.
+    return vl_convert.javascript_bundle(vl_version=VEGA_LITE)  # type: ignore[call-arg]

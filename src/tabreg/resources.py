@@ -18,10 +18,12 @@ Two kinds of pools get different budgets:
 
 from __future__ import annotations
 
+import importlib
 import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from tabreg.errors import ConfigError
 
@@ -80,9 +82,8 @@ def thread_budget(threads: int, *, with_torch: bool = False) -> Iterator[int]:
     from threadpoolctl import threadpool_limits
 
     spinning = spinning_threads(threads)
-    if with_torch:
-        import torch  # noqa: F401  (loads torch's own OpenMP runtime before the limits)
-    torch = sys.modules.get("torch")
+    # Loaded first when wanted, so that its own OpenMP runtime is there before the limits.
+    torch: Any = importlib.import_module("torch") if with_torch else sys.modules.get("torch")
     before = torch.get_num_threads() if torch is not None else None
     with threadpool_limits(limits=spinning):
         if torch is not None:

@@ -18,7 +18,9 @@ CONFIG = load_config(ROOT / "params.yaml", env={})
 @pytest.fixture(scope="session")
 def http():
     """A test client of the serving app, serving a small model fitted on generated rows."""
-    from tabreg import scoring, serving
+    from tabreg.promotion import registry
+    from tabreg.serving import scoring
+    from tabreg.serving import server as serving
 
     with warnings.catch_warnings():  # starlette prefers httpx2, which is not installed
         warnings.simplefilter("ignore", DeprecationWarning)
@@ -26,7 +28,7 @@ def http():
 
     pipeline, _ = fit_small(CONFIG)
     served = serving.Served(pipeline, scoring.spec_for(pipeline, CONFIG.schema),
-                            scoring.ModelRef(CONFIG.registry.model_name, "1", None, None), 0.0)
+                            registry.ModelRef(CONFIG.registry.model_name, "1", None, None), 0.0)
     slot = serving.ModelSlot(lambda: SimpleNamespace(version="1"), lambda _: served, None)
     with TestClient(serving.create_app(slot), raise_server_exceptions=False) as client:
         yield client

@@ -12,10 +12,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tabreg import registry
-from tabreg.gate import Recorded, decide
-from tabreg.registry import CHALLENGER, CHAMPION
-from tabreg.steps import registry as steps
+from tabreg.promotion import registry
+from tabreg.promotion.gate import Recorded, decide
+from tabreg.promotion.registry import CHALLENGER, CHAMPION
+from tabreg.steps import register as steps
 from tests.conftest import PER_MACHINE
 from tests.faults.conftest import CONFIG as PARAMS
 from tests.scoring_helpers import (

@@ -18,7 +18,8 @@ from tabreg.config import load_config
 from tabreg.data import ingest, synthetic
 from tabreg.data import validate as V
 from tabreg.errors import ValidationFailed
-from tabreg.steps import data as steps
+from tabreg.steps.ingest import ingest as ingest_step
+from tabreg.steps.validate import validate as validate_step
 from tests.conftest import ROOT, set_params
 
 SCHEMA = load_config(ROOT / "params.yaml", env={}).schema
@@ -110,11 +111,11 @@ def test_validate_stops_a_shuffled_source(make_project, districts):
     sha = synthetic.write_archive(shuffled(districts), archive)
     set_params(root, "data", source=str(archive), sha256=sha)
     config = load_config(root / "params.yaml", env={})
-    steps.ingest(config, root)
+    ingest_step(config, root)
     with pytest.raises(ValidationFailed, match=rf"(?s)validation failed for raw.*"
                                                rf"{V.RANK_CORRELATION} \[median_income, "
                                                rf"median_house_value\]"):
-        steps.validate(config, root)
+        validate_step(config, root)
     summary = json.loads((root / "reports/validation/summary.json").read_text())
     assert summary["success"] is False
     saved = json.loads((root / "reports/validation/raw.json").read_text())
@@ -123,11 +124,11 @@ def test_validate_stops_a_shuffled_source(make_project, districts):
 
 def test_check_file_and_retrain_reject_a_batch_with_a_stuck_column(make_project, capsys):
     from flows.retrain import check_new_batches
-    from tabreg import retrain as rt
+    from tabreg.promotion import retrain as rt
 
     root = make_project(rows=1200)
     config = load_config(root / "params.yaml", env={})
-    steps.ingest(config, root)
+    ingest_step(config, root)
     batch = root / config.data.landing_dir / "2026-11-01.csv"
     synthetic.write_csv(stuck(synthetic.generate(400, seed=9), "housing_median_age"), batch)
 

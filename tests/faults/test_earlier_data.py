@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import yaml
 
-from tabreg import registry
+from tabreg.promotion import registry
 from tests.conftest import PER_MACHINE, ROOT
 from tests.faults.conftest import CONFIG
 from tests.scoring_helpers import fit_small, isolated_mlflow, register_by_hand
@@ -43,7 +43,7 @@ def write_split(root: Path, rows: int, seed: int):
 
 def commit_data(root: Path, message: str) -> None:
     """Record the split as DVC does after a run (dvc.lock, the cache), then commit."""
-    from tabreg.pipeline import record_stage
+    from tabreg.orchestration.dvc_stages import record_stage
 
     record_stage(root, "split")
     git(root, "add", "-A")

@@ -1,7 +1,8 @@
 """Two flows started together on a fresh Prefect home: each one's temporary server creates
 the database at start, and two migrations at once killed one server with a wall of
 "duplicate column" tracebacks (or left the database half made). The first start on a home is
-serialised (``tabreg.flowrun``); both flows run, and each ends with its own one message."""
+serialised (``tabreg.orchestration.flowrun``); both flows run, and each ends with its own one
+message."""
 
 from __future__ import annotations
 

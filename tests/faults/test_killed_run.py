@@ -1,5 +1,5 @@
 """kill -9 mid-step: the MLflow run and the Optuna trial the killed process held stay RUNNING
-and its temporary file stays in ``data/raw/``; the next start (``tabreg.recovery``, called by
+and its temporary file stays in ``data/raw/``; the next start (``tabreg.store.recovery``, called by
 both flows and the model steps) marks them FAILED and removes the file, saying so in one log
 line, and leaves alone what a live process or another host holds."""
 
@@ -14,9 +14,9 @@ import sys
 import textwrap
 from pathlib import Path
 
-from tabreg import recovery, tracking
 from tabreg.config import load_config
 from tabreg.io import atomic_path
+from tabreg.store import recovery, tracking
 from tabreg.tuning import study as shared
 
 #: Opens an MLflow run, claims an Optuna trial and starts writing the raw table, then waits
@@ -25,7 +25,7 @@ HOLDER = textwrap.dedent("""
     import sys, time
     from pathlib import Path
     import optuna
-    from tabreg import tracking
+    from tabreg.store import tracking
     from tabreg.config import load_config
     from tabreg.io import atomic_path
     from tabreg.tuning import study as shared
@@ -78,7 +78,7 @@ def test_the_next_start_clears_what_a_killed_run_left(make_project, caplog):
         ours.write_bytes(b"being written")
         elsewhere = client.create_run(alive.info.experiment_id, run_name="elsewhere", tags={
             tracking.OWNER_TAG: json.dumps({"host": "other-host", "pid": 1, "since": 0})})
-        with caplog.at_level(logging.WARNING, logger="tabreg.recovery"):
+        with caplog.at_level(logging.WARNING, logger="tabreg.store.recovery"):
             done = recovery.clean_up(config, root)
         assert ours.exists() and client.get_run(alive.info.run_id).info.status == "RUNNING"
 
@@ -98,7 +98,7 @@ def test_the_next_start_clears_what_a_killed_run_left(make_project, caplog):
 
     # Nothing left to do: nothing said.
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="tabreg.recovery"):
+    with caplog.at_level(logging.WARNING, logger="tabreg.store.recovery"):
         assert not any(recovery.clean_up(config, root).values())
     assert not caplog.records
 
@@ -117,7 +117,7 @@ def test_a_step_run_from_the_command_line_removes_a_dead_writers_file(make_proje
     old = raw.with_name(f".{raw.name}.ba9876543210.tmp")  # from before writers named a pid
     old.write_bytes(b"half")
     os.utime(old, (0, 0))
-    with caplog.at_level(logging.WARNING, logger="tabreg.recovery"):
+    with caplog.at_level(logging.WARNING, logger="tabreg.store.recovery"):
         assert cli.run(["--root", str(root), "-q", "ingest"]) == 0
     assert not debris.exists() and not old.exists() and raw.exists()
     assert "2 temporary file(s) removed" in caplog.text

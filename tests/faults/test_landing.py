@@ -11,10 +11,10 @@ import subprocess
 from pathlib import Path
 
 from tabreg import cli
-from tabreg import retrain as rt
 from tabreg.config import load_config
 from tabreg.data import batches, landing, synthetic
 from tabreg.io import file_md5
+from tabreg.promotion import retrain as rt
 
 BAD = "2026-11-01.csv"
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import logging
 
-from tabreg import registry
+from tabreg.promotion import registry
 
 
 def test_a_torn_last_line_is_reported_skipped_and_not_glued_to(tmp_path, caplog):
@@ -16,7 +16,7 @@ def test_a_torn_last_line_is_reported_skipped_and_not_glued_to(tmp_path, caplog)
     torn = json.dumps({"action": "promote", "challenger": "2", "reasons": ["x" * 50]})
     ledger.write_bytes(whole + torn[:37].encode())  # the crash cut the line short
 
-    with caplog.at_level(logging.WARNING, logger="tabreg.registry"):
+    with caplog.at_level(logging.WARNING, logger="tabreg.promotion.registry"):
         assert [e["challenger"] for e in registry.read_ledger(ledger)] == ["1"]
     assert f"{ledger}, line 2: not a whole ledger entry" in caplog.text
 
@@ -46,7 +46,7 @@ def test_status_survives_a_torn_ledger(make_project, capsys, caplog):
     # A decision that needs no model (a store check may rightly refuse a promotion it lacks).
     ledger.write_text('{"action": "skip", "reasons": ["no new data"], "at": "2026-11-01"}\n'
                       '{"act')
-    with caplog.at_level(logging.WARNING, logger="tabreg.registry"):
+    with caplog.at_level(logging.WARNING, logger="tabreg.promotion.registry"):
         code = cli.run(["--root", str(root), "status"])
     assert code == 0, capsys.readouterr().err
     assert "2026-11-01 skip: no new data" in capsys.readouterr().out

@@ -15,7 +15,7 @@ from tabreg.config import load_config
 from tabreg.data import ingest, synthetic
 from tabreg.data.landing import BatchRejected
 from tabreg.errors import SchemaError
-from tabreg.steps import data as steps
+from tabreg.steps import ingest as steps
 from tests.conftest import ROOT
 
 SCHEMA = load_config(ROOT / "params.yaml", env={}).schema
@@ -101,8 +101,8 @@ def test_ingest_refuses_a_ragged_batch_and_keeps_the_table(make_project):
 
 def test_retrain_quarantines_malformed_batches_and_lets_the_next_in(make_project):
     from flows.retrain import check_new_batches
-    from tabreg import registry
-    from tabreg import retrain as rt
+    from tabreg.promotion import registry
+    from tabreg.promotion import retrain as rt
 
     root = make_project(rows=1200)
     config = load_config(root / "params.yaml", env={})

@@ -19,7 +19,7 @@ from tabreg import cli
 from tabreg.config import load_config
 from tabreg.data import ingest, synthetic
 from tabreg.errors import SchemaError
-from tabreg.steps import data as steps
+from tabreg.steps import ingest as steps
 from tests.conftest import ROOT, set_params
 
 SCHEMA = load_config(ROOT / "params.yaml", env={}).schema
@@ -160,8 +160,8 @@ def test_contracts_cover_every_numeric_column():
 
 def test_retrain_quarantines_a_batch_with_a_bad_number_and_lets_the_next_in(make_project):
     from flows.retrain import check_new_batches
-    from tabreg import registry
-    from tabreg import retrain as rt
+    from tabreg.promotion import registry
+    from tabreg.promotion import retrain as rt
 
     root = make_project(rows=1200)
     config = load_config(root / "params.yaml", env={})

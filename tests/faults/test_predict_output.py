@@ -47,7 +47,7 @@ def test_an_unwritable_place_is_refused(predict, source, tmp_path, dest, message
 
 def test_a_missing_folder_is_created_and_said(predict, source, tmp_path, caplog):
     dest = tmp_path / "new" / "deeper" / "out.parquet"
-    with caplog.at_level(logging.WARNING, logger="tabreg.scoring"):
+    with caplog.at_level(logging.WARNING, logger="tabreg.serving.scoring"):
         code, err = predict(str(source), str(dest))
     assert code == 0, err
     assert f"created the output folder {dest.parent}" in caplog.text

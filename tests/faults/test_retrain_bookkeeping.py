@@ -16,13 +16,14 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from tabreg import cli, registry
-from tabreg import retrain as rt
+from tabreg import cli
 from tabreg.config import load_config
 from tabreg.data import synthetic
 from tabreg.errors import SourceError
 from tabreg.io import file_md5, write_json
-from tabreg.steps.registry import read_decision
+from tabreg.promotion import registry
+from tabreg.promotion import retrain as rt
+from tabreg.steps.register import read_decision
 
 ROWS = 300  # in the source archive (seed 0)
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from tabreg.serving import MAX_COLUMNS
+from tabreg.serving.server import MAX_COLUMNS
 
 
 def test_a_csv_body_with_too_many_columns_is_refused_quickly(http):

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import pytest
 
-from tabreg import registry
 from tabreg.errors import StoreError
-from tabreg.steps import registry as steps
+from tabreg.promotion import registry
+from tabreg.steps import register as steps
 from tests import scoring_helpers as helpers
 from tests.conftest import PER_MACHINE, ROOT
 from tests.faults.conftest import CONFIG as PARAMS
@@ -134,7 +134,7 @@ def test_a_lost_champion_version_is_named(project, capsys):
 
 
 def test_register_and_the_flows_stop_before_any_work(project, capsys):
-    from tabreg.steps.model import preflight
+    from tabreg.orchestration.preflight import preflight
 
     trained(project)
     (project / "mlflow.db").unlink()
@@ -177,34 +177,15 @@ def test_decisions_name_their_store_and_other_stores_are_not_judged(project, cap
 
 # --- backup and restore ---------------------------------------------------------------------
 
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def serve(root: Path, log: Path):
     """``python -m tabreg serve`` on the project, checking the store every 0.5 s."""
     import os
-    import subprocess
-    import sys
 
-    from tabreg.serving import wait_until_healthy
+    from tests.scoring_helpers import start_server
 
-    port = free_port()
     env = {k: v for k, v in os.environ.items() if k not in PER_MACHINE}
-    with open(log, "w") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "tabreg", "--params", str(ROOT / "params.yaml"), "--root",
-             str(root), "serve", "--port", str(port), "--refresh", "0.5"],
-            cwd=root, env=env, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    if not wait_until_healthy(url, process, 120):
-        process.kill()
-        pytest.fail(f"the server did not start:\n{log.read_text()[-3000:]}")
-    return process, url
+    return start_server(["--params", str(ROOT / "params.yaml"), "--root", str(root)],
+                        ["--refresh", "0.5"], cwd=root, env=env, log=log)
 
 
 def wait_for(check, seconds: float = 60.0):
@@ -234,7 +215,7 @@ def test_backup_wipe_restore_serves_the_same_champion(project, capsys, caplog, t
     shutil.rmtree(project / "mlartifacts")
     assert cli(project, "status", capsys=capsys)[0] != 0
 
-    with caplog.at_level(logging.INFO, logger="tabreg.backup"):
+    with caplog.at_level(logging.INFO, logger="tabreg.store.backup"):
         code, out, err = cli(project, "restore", capsys=capsys)
     assert code == 0, err
     restored = json.loads(out)
@@ -313,7 +294,7 @@ def test_a_damaged_store_is_set_aside_by_restore_and_never_backed_up(project, ca
 
 
 def test_the_ledger_folds_into_the_champion_of_its_own_model_and_store():
-    from tabreg.store_health import ledger_view
+    from tabreg.store.health import ledger_view
 
     here, there = "sqlite:///mlflow.db", "http://tracking.example:5000"
     entries = [

@@ -21,10 +21,10 @@ import yaml
 
 from flows.retrain import retrain
 from flows.training import training
-from tabreg.serving import wait_until_healthy
+from tabreg.serving.server import wait_until_healthy
 from tests import another_problem as trips
 from tests.conftest import PER_MACHINE, ROOT, copy_project
-from tests.integration.test_serving import free_port
+from tests.scoring_helpers import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -95,8 +95,8 @@ def _check_training(root: Path) -> None:
 
 def _housing_words_in_the_registry(root: Path) -> list[str]:
     """What the registry says of each version (description and tags) that speaks of housing."""
-    from tabreg import registry
     from tabreg.config import load_config
+    from tabreg.promotion import registry
 
     config = load_config(root / "params.yaml")
     client = registry.client(config, root)

@@ -18,9 +18,8 @@ pytestmark = pytest.mark.integration
 def test_quick_bench_runs_every_section(tmp_path):
     out = tmp_path / "results.json"
     env = {k: v for k, v in os.environ.items() if k not in PER_MACHINE}
-    done = subprocess.run([sys.executable, str(ROOT / "bench/run.py"), "--quick", "--out",
-                           str(out)], cwd=tmp_path, env=env, capture_output=True, text=True,
-                          timeout=600)
+    done = subprocess.run([sys.executable, "-m", "bench", "--quick", "--out", str(out)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-4000:]
     results = json.loads(out.read_text())
     sections = results["sections"]
@@ -32,13 +31,21 @@ def test_quick_bench_runs_every_section(tmp_path):
     mlp = sections["mlp"]
     assert mlp["book_samples_per_s"] > 0 and mlp["ours_batch256_samples_per_s"] > 0
     assert sections["tuning"]["trials"].get("COMPLETE", 0) >= 1
+    # Each printed ratio is the ratio of the figures it stands beside (a bench that
+    # reported a ratio of the wrong runs, or inverted, would fail here).
     threads = sections["threads"]
-    assert threads["hgb_alone_s"] > 0 and threads["hgb_beside_busy_s"] > 0
-    assert threads["mlp_budget_idle_s"] > 0 and threads["mlp_default_idle_s"] > 0
-    assert threads["mlp_budget_busy_s"] > 0 and threads["mlp_default_busy_s"] > 0
+    assert _ratio(threads, "gradient boosting fit") == pytest.approx(
+        threads["hgb_beside_busy_s"] / threads["hgb_alone_s"], rel=0.05)
+    assert _ratio(threads, "MLP fit") == pytest.approx(
+        threads["mlp_budget_idle_s"] / threads["mlp_default_idle_s"], rel=0.05)
     assert "| MLP fit (2 epochs), idle: thread budget" in done.stdout
     workers = sections["workers"]
-    assert workers["one_worker_per_min"] > 0 and workers["two_workers_per_min"] > 0
+    assert _ratio(workers, "tuning: trials ended per minute") == pytest.approx(
+        workers["two_workers_per_min"] / workers["one_worker_per_min"], rel=0.05)
+    assert _ratio(workers, "tuning: 1 worker beside") == pytest.approx(
+        workers["one_worker_busy_seconds"] / workers["one_worker_seconds"], rel=0.05)
+    # One worker under a budget in trials runs the same trials beside a busy process.
+    assert workers["one_worker_same_trials_busy"] is True
     assert "| tuning: trials ended per minute, 2 workers over 1" in done.stdout
     assert "beside a busy process pinned to core 0, over the same fit alone" in done.stdout
     assert sections["serving"]["one_row"]["p50_ms"] > 0
@@ -54,3 +61,9 @@ def test_quick_bench_runs_every_section(tmp_path):
     assert "| score |" in done.stdout and "Machine:" in done.stdout
     assert "| scale: time for x3 rows, ingest to scoring (2,000 -> 6,000 rows) |" in done.stdout
     assert "| scale: peak RSS at 6,000 rows" in done.stdout and "< 8 GiB (met)" in done.stdout
+
+
+def _ratio(section: dict, figure_start: str) -> float:
+    """The ratio printed in the row of ``section``'s table whose figure starts so."""
+    [row] = [r for r in section["table"] if r["figure"].startswith(figure_start)]
+    return float(row["ratio"].removesuffix("x"))

@@ -10,13 +10,14 @@ from pathlib import Path
 import mlflow
 import pytest
 
-from tabreg import registry
 from tabreg.config import load_config
 from tabreg.data import synthetic
 from tabreg.errors import TabregError
 from tabreg.models.candidates import Candidate, make_pipeline
-from tabreg.registry import CHALLENGER, CHAMPION, RegistryError
-from tabreg.steps import registry as steps
+from tabreg.promotion import registry
+from tabreg.promotion.registry import CHALLENGER, CHAMPION, RegistryError
+from tabreg.steps import champion
+from tabreg.steps import register as steps
 from tests.conftest import PER_MACHINE, ROOT
 from tests.scoring_helpers import register_by_hand, write_test_split_and_store
 
@@ -73,7 +74,7 @@ def test_promotion_history_and_rollback(project, fitted):
     assert all(value != "" for value in first_version.tags.values()), first_version.tags
     assert first_version.description.startswith(f"{NAME} version {v1}: a ")
     assert "The gate (test) made it champion: no champion yet" in first_version.description
-    shown = steps.status_text(steps.status(CONFIG, project))  # one version, said once
+    shown = champion.status_text(champion.status(CONFIG, project))  # one version, said once
     assert f"challenger the champion itself (version {v1})" in shown
     assert shown.count(f"version {v1}") == 2, shown  # the champion line and that line
 
@@ -99,16 +100,16 @@ def test_promotion_history_and_rollback(project, fitted):
     again = steps.gate(CONFIG, project, trigger="test")  # nothing new to judge
     assert again["action"] == "none"
 
-    back = steps.rollback(CONFIG, project)
+    back = champion.rollback(CONFIG, project)
     assert (back["champion"], back["to"]) == (v2, v1)
     assert aliases(project)[CHAMPION] == v1
     assert [e["action"] for e in ledger(project)] == ["promote", "promote", "none", "rollback"]
     assert all(e["by"] and e["at"] for e in ledger(project))
     with pytest.raises(RegistryError, match="first champion"):
-        steps.rollback(CONFIG, project)
+        champion.rollback(CONFIG, project)
     assert aliases(project)[CHAMPION] == v1
 
-    shown = steps.status_text(steps.status(CONFIG, project))
+    shown = champion.status_text(champion.status(CONFIG, project))
     assert f"champion   version {v1}" in shown and "rollback" in shown
 
 
@@ -150,7 +151,7 @@ def test_faults_give_clear_errors_and_leave_the_aliases(project, fitted):
     with pytest.raises(RegistryError, match="no challenger"):
         steps.gate(CONFIG, project, trigger="test")
     with pytest.raises(RegistryError, match="no champion"):
-        steps.rollback(CONFIG, project)
+        champion.rollback(CONFIG, project)
     v1 = register(project, fitted["strong"])
     steps.gate(CONFIG, project, trigger="test")
     register(project, fitted["weak"])

@@ -15,10 +15,10 @@ import pytest
 
 from flows.retrain import DEPLOYMENT, DRIFT_DEPLOYMENT, deployments, retrain
 from flows.training import training
-from tabreg import registry
-from tabreg import retrain as rt
 from tabreg.config import load_config
 from tabreg.data import batches, synthetic
+from tabreg.promotion import registry
+from tabreg.promotion import retrain as rt
 from tests.integration.prefect_view import prefect_view
 
 pytestmark = pytest.mark.integration
@@ -57,17 +57,29 @@ async def _deploy_and_trigger(made: list) -> tuple[dict, Any]:
     return schedules, state
 
 
-def test_retrain_skips_rejects_promotes_and_rolls_back(make_project):
-    root = make_project(rows=1000, promotion={"max_rmse": 1e9},
-                        retrain={"drift_check_cron": "*/30 * * * *"})
-    subprocess.run(["dvc", "init", "--no-scm", "-q"], cwd=root, check=True)
-    training(root=str(root))
-    first = json.loads((root / "reports/promotion.json").read_text())
-    assert first["action"] == "promote" and _champion(root) == first["challenger"]
-    v1 = first["challenger"]
+@pytest.fixture(scope="module")
+def project(tmp_path_factory, params):
+    """One project with a first champion, which the scenarios below take in turn: each is
+    its own test, so a failure in one does not hide what the others find."""
+    from tests.conftest import PER_MACHINE, build_project
 
+    with pytest.MonkeyPatch.context() as env:
+        for var in PER_MACHINE:
+            env.delenv(var, raising=False)
+        root = build_project(tmp_path_factory.mktemp("retrain"), params, rows=1000,
+                             promotion={"max_rmse": 1e9},
+                             retrain={"drift_check_cron": "*/30 * * * *"})
+        subprocess.run(["dvc", "init", "--no-scm", "-q"], cwd=root, check=True)
+        training(root=str(root))
+        first = json.loads((root / "reports/promotion.json").read_text())
+        assert first["action"] == "promote" and _champion(root) == first["challenger"]
+        yield {"root": root, "first": first["challenger"]}
+
+
+def test_a_scheduled_run_with_no_new_data_skips(project):
     # The deployments carry the crons from params.yaml; a run triggered through the
     # deployment completes, and with no new data it trains nothing.
+    root = project["root"]
     made = deployments(load_config(root / "params.yaml"), "params.yaml", str(root))
     schedules, state = asyncio.run(_deploy_and_trigger(made))
     assert schedules == {DEPLOYMENT: ("0 3 * * 1", "schedule", 1),
@@ -75,8 +87,11 @@ def test_retrain_skips_rejects_promotes_and_rolls_back(make_project):
     assert (state.type.value, state.name) == ("COMPLETED", "Skipped")  # apart in the UI
     assert _ledger(root)[-1]["action"] == "skip"
     assert _ledger(root)[-1]["reasons"] == ["no new data"]
+    assert _champion(root) == project["first"]
 
-    # A corrupt batch: quarantined, recorded, the run fails, nothing downstream changes.
+
+def test_a_corrupt_batch_is_quarantined_and_changes_nothing(project):
+    root = project["root"]
     train = root / "data/split/train.parquet"
     before = train.read_bytes()
     landing = root / "data/landing"
@@ -87,18 +102,20 @@ def test_retrain_skips_rejects_promotes_and_rolls_back(make_project):
     assert not (landing / "2026-11-01.csv").exists()
     assert list((root / "data/quarantine").glob("*/2026-11-01.csv"))
     assert _ledger(root)[-1]["action"] == "reject batch"
-    assert train.read_bytes() == before and _champion(root) == v1
+    assert train.read_bytes() == before and _champion(root) == project["first"]
 
-    # Much more data: the retrained model is better on the same test rows and is promoted.
-    synthetic.write_csv(batches.make_batch(5000, seed=22), landing / "2026-11-08.csv")
+
+def test_a_large_clean_batch_is_retrained_on_and_promoted(project):
+    root = project["root"]
+    synthetic.write_csv(batches.make_batch(5000, seed=22), root / "data/landing/2026-11-08.csv")
     run = retrain(root=str(root), return_state=True)
     outcome = run.result()
     assert outcome["action"] == "retrain" and outcome["decision"] == "promote", outcome
     assert outcome["ran"][:3] == ["ingest", "validate", "split"]
     drift = json.loads((root / "reports/drift.json").read_text())
     assert drift["rows_current"] == 5000 and drift["level"] in ("none", "moderate")
-    v2 = _champion(root)
-    assert v2 == outcome["challenger"] != v1
+    project["second"] = _champion(root)
+    assert project["second"] == outcome["challenger"] != project["first"]
     assert len(pd.read_parquet(root / "data/raw/housing.parquet")) == 6000
     gate = json.loads((root / "reports/promotion.json").read_text())["evidence"]
     assert gate["challenger_rmse"] < gate["champion_rmse"] and gate["difference"]["high"] < 0
@@ -111,18 +128,23 @@ def test_retrain_skips_rejects_promotes_and_rolls_back(make_project):
     assert {"kind": "decision", "name": "promotion", "value": "promote"}.items() <= \
         next(r for r in table if r["kind"] == "decision").items()
 
-    # Retrain again at once: nothing new, nothing trained, and the run shows as Skipped.
-    again = retrain(root=str(root), return_state=True)
+
+def test_retraining_again_at_once_skips(project):
+    again = retrain(root=str(project["root"]), return_state=True)
     assert again.name == "Skipped" and again.result()["action"] == "skip"
 
-    # Rollback from the command line: champion back to the first model, recorded.
+
+def test_rollback_gives_champion_back_to_the_first_model(project):
+    root = project["root"]
+    if "second" not in project:
+        pytest.skip("needs the promotion of test_a_large_clean_batch_is_retrained_on_and_promoted")
     done = subprocess.run(["python", "-m", "tabreg", "--root", str(root), "-q", "rollback"],
                           capture_output=True, text=True)
     assert done.returncode == 0, done.stderr
-    assert _champion(root) == v1 and _ledger(root)[-1]["action"] == "rollback"
+    assert _champion(root) == project["first"] and _ledger(root)[-1]["action"] == "rollback"
     status = subprocess.run(["python", "-m", "tabreg", "--root", str(root), "status"],
                             capture_output=True, text=True)
-    assert f"champion   version {v1}" in status.stdout, status.stderr
+    assert f"champion   version {project['first']}" in status.stdout, status.stderr
 
 
 def test_a_second_run_exits_clearly_while_one_holds_the_lock(make_project):

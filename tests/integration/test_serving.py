@@ -6,7 +6,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import socket
 import subprocess
 import sys
 import time
@@ -15,19 +14,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from tabreg.serving import wait_until_healthy
+from tabreg.serving.server import wait_until_healthy
 from tests.conftest import ROOT
-from tests.scoring_helpers import fit_small, isolated_mlflow, log_and_register, make_store
+from tests.scoring_helpers import (
+    fit_small,
+    free_port,
+    isolated_mlflow,
+    log_and_register,
+    make_store,
+    start_server,
+)
 
 pytestmark = pytest.mark.integration
 
 REFRESH = 0.5  # seconds between the server's checks of the champion alias
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Server:
@@ -52,19 +52,10 @@ def store(tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def server(store, tmp_path_factory):
-
-    port = free_port()
     log = tmp_path_factory.mktemp("server") / "server.log"
-    env = {**os.environ, "MLFLOW_TRACKING_URI": store.uri}
-    with open(log, "w") as out:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "tabreg", "--params", str(ROOT / "params.yaml"), "serve",
-             "--port", str(port), "--refresh", str(REFRESH)],
-            cwd=log.parent, env=env, stdout=out, stderr=subprocess.STDOUT)
-    url = f"http://127.0.0.1:{port}"
-    if not wait_until_healthy(url, process, 120):
-        process.kill()
-        pytest.fail(f"the server did not start:\n{log.read_text()[-3000:]}")
+    process, url = start_server(["--params", str(ROOT / "params.yaml")],
+                                ["--refresh", str(REFRESH)], cwd=log.parent,
+                                env={**os.environ, "MLFLOW_TRACKING_URI": store.uri}, log=log)
     yield Server(process, url, log)
     process.terminate()
     process.wait(timeout=20)

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import atexit
 import shutil
-import socket
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -15,12 +14,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import ROOT
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from tests.scoring_helpers import free_port
 
 
 @dataclass

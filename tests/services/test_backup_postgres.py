@@ -64,9 +64,9 @@ def tabreg(root: Path, uri: str, *args: str) -> subprocess.CompletedProcess:
 
 
 def test_a_postgresql_store_is_dumped_lost_and_restored(server, tmp_path, monkeypatch):
-    from tabreg import backup
     from tabreg.services import postgres
-    from tabreg.steps import registry as steps
+    from tabreg.steps import register as steps
+    from tabreg.store import backup
 
     uri = postgres.with_database(server, "mlflow")
     config = PARAMS.model_copy(update={

@@ -8,7 +8,7 @@ import logging
 import pytest
 
 from tabreg import logs
-from tabreg.pipeline import describe_changes
+from tabreg.orchestration.dvc_stages import describe_changes
 
 NAMES = {"data/split/train.parquet": "training data"}
 

@@ -252,6 +252,18 @@ def test_prediction_plots(tmp_path) -> None:
         plots.residuals([1.0], [2.0], tmp_path / "one.png"),
     ]
     assert all(_is_png(path) for path in out)
+    # What is drawn, as the figures' own text says it: titles with the row counts (a sample
+    # of 30,000 rows), the axes, the capped target's note, the residuals' mean.
+    pva = _png_text(out[0])
+    assert "Actual value" in pva and "Predicted value" in pva and "perfect (y = x)" in pva
+    assert any(line.startswith("Predicted vs actual (sample of") for line in pva), pva
+    assert any(line.startswith("target capped at 500,001") for line in pva), pva
+    res = _png_text(out[1])
+    assert "Residuals (30,000 rows)" in res and "Predicted − actual" in res
+    assert any(line.startswith("mean ") for line in res)
+    assert "Error by location" + " (sample of" in " ".join(_png_text(out[2]))
+    assert "Predicted vs actual (3 rows)" in _png_text(out[3])
+    assert not any(line.startswith("target capped") for line in _png_text(out[3]))
 
 
 def _png_text(path) -> list[str]:
@@ -420,7 +432,7 @@ def test_card_checkout_command_is_a_valid_ref_for_a_dirty_tree():
 def test_a_run_from_a_clean_clone_is_not_dirty(tmp_path):
     import subprocess
 
-    from tabreg.tracking import git_commit
+    from tabreg.store.tracking import git_commit
 
     def git(*args: str) -> None:
         subprocess.run(["git", *args], cwd=tmp_path, check=True, capture_output=True)

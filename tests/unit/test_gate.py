@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from tabreg.config import PromotionConfig
-from tabreg.gate import decide
+from tabreg.promotion.gate import decide
 
 RULES = PromotionConfig(max_rmse=60_000, min_improvement=0.01, max_slice_regression=0.05,
                         min_slice_rows=30, bootstrap=500)

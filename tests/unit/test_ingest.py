@@ -12,7 +12,7 @@ from tabreg.config import BATCH, ROW_ID, load_config
 from tabreg.data import archive, ingest, source, synthetic
 from tabreg.data.landing import BatchRejected
 from tabreg.errors import ArchiveError, SchemaError, SourceError
-from tabreg.steps import data as steps
+from tabreg.steps import ingest as steps
 from tests.conftest import ROOT, set_params
 
 SCHEMA = load_config(ROOT / "params.yaml", env={}).schema

@@ -12,10 +12,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tabreg import retrain as rt
 from tabreg.config import DriftConfig, load_config
 from tabreg.data import batches, synthetic
-from tabreg.drift import drift_report
+from tabreg.promotion import retrain as rt
+from tabreg.promotion.drift import drift_report
 from tests.conftest import ROOT
 
 CONFIG = load_config(ROOT / "params.yaml", env={})

@@ -7,10 +7,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tabreg import cli, scoring
+from tabreg import cli
 from tabreg.config import ROW_ID, load_config
 from tabreg.data.identity import row_ids
-from tabreg.scoring import FLAGS, PREDICTION, InputError
+from tabreg.serving import scoring
+from tabreg.serving.scoring import FLAGS, PREDICTION, InputError
 from tests.conftest import ROOT
 from tests.scoring_helpers import fit_small, isolated_mlflow, make_store
 

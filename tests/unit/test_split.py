@@ -39,11 +39,10 @@ def test_every_stratum_within_one_point_of_test_size(test_size):
     cfg = config(test_size=test_size)
     for frame in (base, ingest.append_batches(base, [table(1234, 5, "b.csv")])[0]):
         rep = split.report(frame, split.split(frame, cfg), cfg)
-        for stratum in rep["strata"]:
-            if stratum["rows"] >= 100:
-                assert abs(stratum["test_share_of_stratum"] - test_size) <= 0.01, stratum
-        assert rep["max_stratum_test_share_deviation"] <= 0.01 or min(
-            s["rows"] for s in rep["strata"]) < 100
+        large = [s for s in rep["strata"] if s["rows"] >= 100]
+        assert len(large) >= 4  # the table has strata large enough for the claim to bite
+        for stratum in large:
+            assert abs(stratum["test_share_of_stratum"] - test_size) <= 0.01, stratum
 
 
 def test_reordering_lines_of_a_file_changes_nothing():

@@ -1,7 +1,7 @@
 """What a run logs as its configuration: the values in force, readable, and only what applies."""
 
-from tabreg import tracking
 from tabreg.config import load_config
+from tabreg.store import tracking
 from tests.conftest import ROOT
 
 CONFIG = load_config(ROOT / "params.yaml", env={})

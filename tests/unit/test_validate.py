@@ -435,7 +435,8 @@ def test_check_raises_naming_expectation_and_column(bad_report: V.ValidationRepo
 
 
 def test_check_passes_silently(valid_report: V.ValidationReport) -> None:
-    V.check(valid_report, "validate raw")
+    assert valid_report.success and not valid_report.failures
+    assert V.check(valid_report, "validate raw") is None  # no exception, nothing returned
 
 
 def test_load_suite_missing_file(tmp_path: Path) -> None:

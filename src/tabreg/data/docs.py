@@ -95,7 +95,7 @@ def _result_kwargs(result: Mapping[str, Any], name: str) -> dict[str, Any]:
         items.append(ExpectationValidationResult(
             success=item.get("success"),
             expectation_config=ExpectationConfiguration(
-                type=config.get("type"), kwargs=kwargs,
+                type=str(config.get("type")), kwargs=kwargs,
                 meta=config.get("meta"), severity=config.get("severity", "critical"),
             ),
             result=readable_values(item.get("result") or {}, kwargs),

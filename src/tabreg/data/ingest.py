@@ -245,4 +245,5 @@ def landing_files(landing_dir: Path) -> list[Path]:
 
 
 def summary(infos: Sequence[BatchInfo], table: pd.DataFrame) -> dict:
+    """The ingest report's body: the table's row count and what each batch added."""
     return {"rows": len(table), "batches": [asdict(i) for i in infos]}

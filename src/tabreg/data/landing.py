@@ -35,6 +35,7 @@ class BatchRejected(TabregError):
 
 
 def record_path(config: Config, root: Path) -> Path:
+    """Where the landing record is kept (``data.landing_record``)."""
     return root / config.data.landing_record
 
 
@@ -103,25 +104,39 @@ class BatchCheck:
                 f"\n{details}")
 
 
+def read_batch(config: Config, path: Path) -> pd.DataFrame:
+    """A batch file as ingest reads it: parsed against the schema, each row given its
+    identity (the one reading every entry point shares: ingest, the retrain flow, check)."""
+    from tabreg.data import ingest
+
+    data = config.data
+    return ingest.with_identity(ingest.read_csv(path, config.schema), config.schema, path.name,
+                                data.id_column, data.duplicates)
+
+
+def check_batch(config: Config, root: Path, path: Path, suite: str = "batch",
+                shown: str | None = None) -> pd.DataFrame:
+    """:func:`read_batch`, then the ``batch`` (or ``raw``) contract: raises with what failed,
+    where (the file as ``shown``, by default its name), and sample values."""
+    from tabreg.data import validate
+
+    frame = read_batch(config, path)
+    suites = {"raw": config.validation.raw_suite, "batch": config.validation.batch_suite}
+    report = validate.validate_frame(frame, root / suites[suite],
+                                     sample_size=config.validation.sample_size)
+    validate.check(report, shown or path.name)
+    return frame
+
+
 def check_batches(config: Config, root: Path, files: list[Path]) -> BatchCheck:
     """Read each file as ingest would and validate it against the batch contract."""
-    from tabreg.data import ingest, validate
-
     accepted: dict[str, pd.DataFrame] = {}
     rejected: dict[str, str] = {}
-    suite = root / config.validation.batch_suite
     for path in files:
         try:
-            frame = ingest.with_identity(ingest.read_csv(path, config.schema), config.schema,
-                                         path.name, config.data.id_column,
-                                         config.data.duplicates)
-            report = validate.validate_frame(frame, suite,
-                                             sample_size=config.validation.sample_size)
-            validate.check(report, path.name)
+            accepted[path.name] = check_batch(config, root, path)
         except (SchemaError, ValidationFailed) as exc:
             rejected[path.name] = str(exc)
-        else:
-            accepted[path.name] = frame
     return BatchCheck(accepted, rejected)
 
 

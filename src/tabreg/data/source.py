@@ -25,6 +25,7 @@ OVERRIDE_HINT = (
 
 
 def sha256_of(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
+    """The sha256 of a file, read in chunks (a source may not fit in memory)."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         while block := handle.read(chunk):

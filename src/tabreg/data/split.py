@@ -21,6 +21,7 @@ random_state=seed)`` on the raw table in file order.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -127,7 +128,7 @@ def report(frame: pd.DataFrame, result: Split, config: SplitConfig) -> dict:
     }
     counts = strata(frame, config.strata).value_counts()
     test_counts = strata(result.test, config.strata).value_counts()
-    rows = []
+    rows: list[dict[str, Any]] = []
     ranges = config.strata.ranges
     for label in config.strata.interval_labels:
         def pct(which: str, label: str = label) -> float:
@@ -160,6 +161,7 @@ def report(frame: pd.DataFrame, result: Split, config: SplitConfig) -> dict:
 
 
 def report_markdown(rep: dict) -> str:
+    """The split report as Markdown: one row per stratum, stratified against random."""
     head = (f"# Split report\n\nStrategy `{rep['strategy']}`, test_size {rep['test_size']}, "
             f"seed {rep['seed']}: {rep['rows']['train']} train rows, {rep['rows']['test']} test "
             f"rows of {rep['rows']['total']}.\n\n"

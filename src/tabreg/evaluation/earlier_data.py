@@ -92,7 +92,7 @@ def read_at(root: Path, path: str, commit: str, rev: str) -> Any:
 
 def caveats(tags: dict[str, str], old: Config | None, version_data: str | None) -> list[str]:
     """Why the version may have trained on rows of this test split (empty: it did not)."""
-    from tabreg.registry import split_signature
+    from tabreg.promotion.registry import split_signature
 
     if old is None:
         return ["no readable params.yaml at that revision: the split it used is unknown"]
@@ -110,8 +110,9 @@ def caveats(tags: dict[str, str], old: Config | None, version_data: str | None) 
 
 def evaluate_version(config: Config, root: Path, version: str, rev: str) -> dict[str, Any]:
     """Score registered ``version`` on the test split committed at git revision ``rev``."""
-    from tabreg import scoring
     from tabreg.evaluation import metrics
+    from tabreg.promotion import registry
+    from tabreg.serving import scoring
     root = Path(root)
     commit = resolve_commit(root, rev)
     old = config_at(root, commit)
@@ -121,8 +122,8 @@ def evaluate_version(config: Config, root: Path, version: str, rev: str) -> dict
     if target not in test.columns:
         raise TabregError(f"{paths.test} at {rev} has no target column {target!r}")
     name = config.registry.model_name
-    found = scoring.find_version(scoring.open_store(config, root), name, version)
-    model, ref = scoring.load_registered(name, found, None)
+    found = registry.find_version(registry.open_store(config, root), name, version)
+    model, ref = registry.load_registered(name, found, None)
     spec = scoring.spec_for(model, config.schema, config.data.id_column)
     checked = scoring.check_frame(test, spec, where=f"{paths.test}@{rev}")
     pred = scoring.predict(model, checked.features)
@@ -150,7 +151,7 @@ def evaluate_version(config: Config, root: Path, version: str, rev: str) -> dict
 
 def _recorded_at(root: Path, commit: str, path: str) -> str | None:
     """DVC's md5 of ``path`` in the ``dvc.lock`` committed at ``commit``."""
-    from tabreg.pipeline import md5_in_lock
+    from tabreg.orchestration.dvc_stages import md5_in_lock
 
     done = _git(root, "show", f"{commit}:dvc.lock")
     return md5_in_lock(done.stdout, path) if done.returncode == 0 else None

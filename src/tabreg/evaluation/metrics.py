@@ -47,23 +47,26 @@ def _check_bootstrap(n_resamples: int, confidence: float) -> None:
         raise ValueError(f"confidence must be between 0 and 1 (exclusive), got {confidence}")
 
 
-def regression_metrics(y_true: object, y_pred: object) -> dict[str, float]:
-    """RMSE, MAE, R², MAPE (percent) and the row count.
+def rmse(y_true: object, y_pred: object) -> float:
+    """The project's one RMSE (tuning, the blend, the gate, slices, evaluation)."""
+    from sklearn.metrics import root_mean_squared_error
 
-    MAPE skips rows whose true value is 0 (it is undefined there; NaN if all are). R² follows
-    scikit-learn on a constant target: 1.0 for a perfect fit, else 0.0, so it stays finite.
-    """
+    return float(root_mean_squared_error(*_check(y_true=y_true, y_pred=y_pred)))
+
+
+def regression_metrics(y_true: object, y_pred: object) -> dict[str, float]:
+    """RMSE, MAE, R² (scikit-learn's: finite on a constant target), MAPE (percent) and the
+    row count. MAPE is hand-written because scikit-learn's divides by a floor of machine
+    epsilon where the true value is 0, which explodes; here those rows are skipped (it is
+    undefined there; NaN if all are)."""
+    from sklearn.metrics import mean_absolute_error, r2_score
+
     y, p = _check(y_true=y_true, y_pred=y_pred)
-    err = p - y
-    ss_res = float(np.dot(err, err))
-    ss_tot = float(np.sum((y - y.mean()) ** 2))
-    constant_r2 = 1.0 if ss_res == 0 else 0.0
-    r2 = 1.0 - ss_res / ss_tot if ss_tot > 0 else constant_r2
     nonzero = y != 0
-    mape = (float(np.mean(np.abs(err[nonzero]) / np.abs(y[nonzero]))) * 100
+    mape = (float(np.mean(np.abs(p[nonzero] - y[nonzero]) / np.abs(y[nonzero]))) * 100
             if nonzero.any() else float("nan"))
-    return {"rmse": float(np.sqrt(ss_res / y.size)), "mae": float(np.mean(np.abs(err))),
-            "r2": r2, "mape": mape, "n": int(y.size)}
+    return {"rmse": rmse(y, p), "mae": float(mean_absolute_error(y, p)),
+            "r2": float(r2_score(y, p)), "mape": mape, "n": int(y.size)}
 
 
 def _resampled_indices(n_rows: int, n_resamples: int, seed: int) -> Iterator[np.ndarray]:

@@ -88,11 +88,10 @@ section { margin: 0 0 2.5em 0; }
   max-width: 48em; }"""
 
 
-def learning_curve_note(root: Path) -> str:
+def learning_curve_note(config: Config, root: Path) -> str:
     """Why the learning curve is empty: the model trained is not an MLP (or none was)."""
-    from tabreg.steps.model import TRAIN_FILE
 
-    trained = root / TRAIN_FILE
+    trained = root / config.paths.model_record
     family = json.loads(trained.read_text())["family"] if trained.is_file() else None
     if family is None:
         return "No learning curve: no model has been trained yet (make run)."
@@ -106,7 +105,7 @@ def write(config: Config, root: Path) -> dict[str, Any]:
     reports = config.paths.reports
     notes = {plot_id: f"{plot_id} could not be read ({error}); run the pipeline first "
              "(make run)." for plot_id, error in errors.items()}
-    notes.setdefault(f"{reports}/learning_curve.json", learning_curve_note(root))
+    notes.setdefault(f"{reports}/learning_curve.json", learning_curve_note(config, root))
     path = write_text(page(plots, notes), root / reports / PAGE)
     drawn = sorted(p for p, renders in plots.items() if renders)
     return {"page": str(path.relative_to(root)), "plots": drawn,

@@ -8,13 +8,14 @@ overall RMSE: ``sum(n * rmse**2) / N == rmse_total**2``.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
-from tabreg.evaluation.metrics import _check
+from tabreg.evaluation.metrics import _check, regression_metrics
 
 if TYPE_CHECKING:
     from tabreg.config import Slice
@@ -67,10 +68,10 @@ def _sort_key(spec: Slice, value: str) -> tuple[int, int, str]:
     return rank, position, value
 
 
-def _row(name: str, value: str, err: np.ndarray, total: int) -> dict:
-    return {"slice": name, "value": value, "n": int(err.size), "share": err.size / total,
-            "rmse": float(np.sqrt(np.mean(err**2))), "mae": float(np.mean(np.abs(err))),
-            "bias": float(np.mean(err))}
+def _row(name: str, value: str, y: np.ndarray, pred: np.ndarray, total: int) -> dict:
+    metrics = regression_metrics(y, pred)
+    return {"slice": name, "value": value, "n": int(y.size), "share": y.size / total,
+            "rmse": metrics["rmse"], "mae": metrics["mae"], "bias": float(np.mean(pred - y))}
 
 
 def slice_table(frame: pd.DataFrame, y_true: object, y_pred: object,
@@ -86,12 +87,12 @@ def slice_table(frame: pd.DataFrame, y_true: object, y_pred: object,
     y, p = _check(y_true=y_true, y_pred=y_pred)
     if len(frame) != y.size:
         raise ValueError(f"frame has {len(frame)} rows but y_true has {y.size}")
-    err = p - y
     table: list[dict] = []
     for spec in slices:
         labels = slice_labels(frame, spec).to_numpy()
         ranges = spec.ranges
-        for value in sorted(set(labels), key=lambda v, s=spec: _sort_key(s, v)):
-            row = _row(spec.name, value, err[labels == value], y.size)
+        for value in sorted(set(labels), key=functools.partial(_sort_key, spec)):
+            rows = labels == value
+            row = _row(spec.name, value, y[rows], p[rows], y.size)
             table.append({**row, "range": ranges[value]} if value in ranges else row)
     return table

@@ -16,9 +16,7 @@ from typing import Any
 from sklearn.base import BaseEstimator
 from sklearn.pipeline import Pipeline
 
-from tabreg.config import Config
-
-FAMILIES = ("random_forest", "hist_gradient_boosting", "mlp")
+from tabreg.config import FAMILIES, Config
 
 
 @dataclass(frozen=True)
@@ -94,7 +92,7 @@ def make_pipeline(candidate: Candidate | Blend, config: Config, *,
                   n_jobs: int = 1) -> BaseEstimator:
     """Preprocessing (the book's features, with the candidate's overrides) + the model; for a
     blend, sklearn's VotingRegressor over one such pipeline per member."""
-    from tabreg.features import build_preprocessor
+    from tabreg.models.features import build_preprocessor
 
     if isinstance(candidate, Blend):
         from sklearn.ensemble import VotingRegressor

@@ -50,6 +50,7 @@ from sklearn.utils.validation import check_is_fitted, validate_data
 from torch import nn
 
 from tabreg.errors import ConfigError
+from tabreg.evaluation.metrics import rmse
 
 #: Rows per forward pass when evaluating or predicting (no gradients, so memory is small).
 EVAL_BATCH = 65_536
@@ -166,6 +167,23 @@ def _forward_all(model: nn.Module, x: torch.Tensor) -> np.ndarray:
     return torch.cat(out).cpu().numpy().astype(np.float64)
 
 
+def _train_epoch(model: Any, optimizer: Any, loss_fn: Any, x_epoch: Any, t_epoch: Any,
+                 batch: int, sizes: Any) -> float:
+    """One pass over the (shuffled) training rows in batches; returns the mean loss per row.
+    Batches are views of ``x_epoch``; the losses stay on the device until the end, so the
+    loop never waits for a GPU to report a number."""
+    model.train()
+    losses = []
+    for start in range(0, x_epoch.shape[0], batch):
+        with _autocast(x_epoch.device):
+            loss = loss_fn(model(x_epoch[start:start + batch]), t_epoch[start:start + batch])
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        losses.append(loss.detach())
+    return float(torch.stack(losses).float() @ sizes) / x_epoch.shape[0]
+
+
 class TorchMLPRegressor(RegressorMixin, BaseEstimator):
     """Multi-layer perceptron regressor in PyTorch with early stopping.
 
@@ -246,6 +264,17 @@ class TorchMLPRegressor(RegressorMixin, BaseEstimator):
 
     # -- fit / predict ---------------------------------------------------------------------
 
+    def _start(self, n_features: int, device: torch.device, seed: int) -> tuple[Any, Any, Any]:
+        """The network (initialised on the CPU: the same weights on any device), its
+        optimizer, and the seeded generator of the epochs' shuffles."""
+        model = self._build(n_features).to(device)
+        model.use_mask_bits(np.random.PCG64(seed) if device.type == "cpu" else None)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=float(self.learning_rate),
+                                      weight_decay=float(self.weight_decay), fused=True)
+        shuffle = torch.Generator(device=device)
+        shuffle.manual_seed(seed)
+        return model, optimizer, shuffle
+
     def fit(self, X: Any, y: Any, *,
             epoch_callback: Callable[[int, float, float], None] | None = None,
             ) -> TorchMLPRegressor:
@@ -261,17 +290,13 @@ class TorchMLPRegressor(RegressorMixin, BaseEstimator):
                              f"got a minimum of {y.min()!r}")
         device = resolve_device(self.device)
         train_idx, val_idx, seed = self._split(X.shape[0])
-
         target = self._to_target_scale(y[train_idx])
         y_mean, y_std = float(target.mean()), float(target.std()) or 1.0
-        z_train = (target - y_mean) / y_std
         y_val = y[val_idx]
-
         x_train = torch.from_numpy(X[train_idx]).to(device)
-        t_train = torch.from_numpy(z_train.astype(np.float32)).to(device)
+        t_train = torch.from_numpy(((target - y_mean) / y_std).astype(np.float32)).to(device)
         x_val = torch.from_numpy(X[val_idx]).to(device)
-        n_train = x_train.shape[0]
-        batch = p["batch_size"]
+        n_train, batch = x_train.shape[0], p["batch_size"]
 
         cuda_devices = [device.index if device.index is not None else torch.cuda.current_device()
                         ] if device.type == "cuda" else []
@@ -282,13 +307,8 @@ class TorchMLPRegressor(RegressorMixin, BaseEstimator):
             torch.random.default_generator.manual_seed(seed)
             if device.type == "cuda":
                 torch.cuda.manual_seed(seed)
-            model = self._build(X.shape[1]).to(device)  # init on CPU: same weights anywhere
-            model.use_mask_bits(np.random.PCG64(seed) if device.type == "cpu" else None)
-            optimizer = torch.optim.AdamW(model.parameters(), lr=float(self.learning_rate),
-                                          weight_decay=float(self.weight_decay), fused=True)
+            model, optimizer, shuffle = self._start(X.shape[1], device, seed)
             loss_fn = nn.MSELoss()
-            shuffle = torch.Generator(device=device)
-            shuffle.manual_seed(seed)
             sizes = torch.tensor([min(batch, n_train - start)
                                   for start in range(0, n_train, batch)],
                                  dtype=torch.float32, device=device)
@@ -296,23 +316,11 @@ class TorchMLPRegressor(RegressorMixin, BaseEstimator):
             best_rmse, best_epoch, best_state, stale = math.inf, 0, None, 0
             for epoch in range(1, p["max_epochs"] + 1):
                 started = time.perf_counter()
-                model.train()
                 order = torch.randperm(n_train, generator=shuffle, device=device)
-                x_epoch, t_epoch = x_train[order], t_train[order]  # batches are views of these
-                losses = []
-                for start in range(0, n_train, batch):
-                    with _autocast(device):
-                        loss = loss_fn(model(x_epoch[start:start + batch]),
-                                       t_epoch[start:start + batch])
-                    optimizer.zero_grad(set_to_none=True)
-                    loss.backward()
-                    optimizer.step()
-                    losses.append(loss.detach())
-                train_loss = float(torch.stack(losses).float() @ sizes) / n_train
-
+                train_loss = _train_epoch(model, optimizer, loss_fn, x_train[order],
+                                          t_train[order], batch, sizes)
                 pred = self._from_standardised(_forward_all(model, x_val), y_mean, y_std)
-                with np.errstate(over="ignore", invalid="ignore"):
-                    val_rmse = float(np.sqrt(np.mean((pred - y_val) ** 2)))
+                val_rmse = rmse(y_val, pred) if np.isfinite(pred).all() else np.inf
                 if val_rmse < best_rmse:  # False for NaN
                     best_rmse, best_epoch, stale = val_rmse, epoch, 0
                     best_state = {k: v.detach().clone() for k, v in model.state_dict().items()}
@@ -325,6 +333,12 @@ class TorchMLPRegressor(RegressorMixin, BaseEstimator):
                 if stale >= p["patience"] or not math.isfinite(train_loss):
                     break
 
+        return self._finish(model, best_state, best_epoch, history, (y_mean, y_std), device)
+
+    def _finish(self, model: Any, best_state: dict | None, best_epoch: int, history: list,
+                scale: tuple[float, float], device: torch.device) -> TorchMLPRegressor:
+        """Keep the best epoch's weights and set the fitted attributes, only now: a fit stopped
+        by its callback leaves none half-set."""
         if best_state is None:
             raise FloatingPointError(
                 f"TorchMLPRegressor diverged: the validation RMSE was not finite in any of "
@@ -332,8 +346,7 @@ class TorchMLPRegressor(RegressorMixin, BaseEstimator):
         model.use_mask_bits(None)
         model.load_state_dict(best_state)
         model.eval()
-        # Fitted attributes only now: a fit stopped by its callback leaves none half-set.
-        self.y_mean_, self.y_std_ = y_mean, y_std
+        self.y_mean_, self.y_std_ = scale
         self.model_ = model
         self.device_ = str(device)
         self.best_epoch_ = best_epoch

@@ -10,6 +10,7 @@ the same path) or ``services.deploy_source``, a git URL each worker clones.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 TUNE_WORKER_ENTRYPOINT = "flows/tune_worker.py:tune_worker"
 TUNE_WORKER_DEPLOYMENT = "tune-worker"
@@ -54,7 +55,7 @@ def deploy(prefect_api_url: str, source: str, entrypoint: str, name: str, pool: 
     # deploy() prints a table and advice meant for an interactive session: the stack says
     # what it deployed itself.
     with _settings(prefect_api_url), contextlib.redirect_stdout(io.StringIO()):
-        loaded = flow.from_source(source=source, entrypoint=entrypoint)
+        loaded: Any = flow.from_source(source=source, entrypoint=entrypoint)  # sync here
         loaded.deploy(name=name, work_pool_name=pool, print_next_steps=False, build=False,
                       push=False, ignore_warnings=True, **kwargs)
     return f"{loaded.name}/{name}"

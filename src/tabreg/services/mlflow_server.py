@@ -14,6 +14,7 @@ STARTUP_TIMEOUT = 180.0  # seconds; migrations on a fresh database take a while 
 
 
 def command(backend_uri: str, artifacts: Path, host: str, port: int, workers: int) -> list[str]:
+    """The ``mlflow server`` command line: a database backend, proxied artifacts."""
     return [sys.executable, "-m", "mlflow", "server",
             "--backend-store-uri", backend_uri,
             "--artifacts-destination", str(artifacts.resolve()),
@@ -22,4 +23,5 @@ def command(backend_uri: str, artifacts: Path, host: str, port: int, workers: in
 
 
 def health_url(tracking_uri: str) -> str:
+    """The tracking server's health endpoint."""
     return tracking_uri.rstrip("/") + "/health"

@@ -60,6 +60,7 @@ def with_database(server_url: str, database: str, driver: str = "postgresql") ->
 
 
 def hide_password(any_url: str) -> str:
+    """``any_url`` with its password replaced by ``***``, for messages and logs."""
     parts = urllib.parse.urlsplit(any_url)
     if parts.password is None:
         return any_url

@@ -26,16 +26,19 @@ def server_env(base: Mapping[str, str], home: Path, database_url: str) -> dict[s
 
 
 def server_command(host: str, port: int) -> list[str]:
+    """The ``prefect server start`` command line, analytics off."""
     return [sys.executable, "-m", "prefect", "server", "start", "--host", host,
             "--port", str(port), "--analytics-off"]
 
 
 def api_url(host: str, port: int) -> str:
+    """The API URL clients use (a wildcard bind address is reached on 127.0.0.1)."""
     host = "127.0.0.1" if host in ("0.0.0.0", "") else host
     return f"http://{host}:{port}/api"
 
 
 def health_url(prefect_api_url: str) -> str:
+    """The Prefect API's health endpoint."""
     return prefect_api_url.rstrip("/") + "/health"
 
 
@@ -48,6 +51,7 @@ def worker_env(base: Mapping[str, str], home: Path, exports: Mapping[str, str]) 
 
 
 def worker_command(pool: str, name: str) -> list[str]:
+    """A process worker on ``pool``; it never installs packages (the venv has them)."""
     return [sys.executable, "-m", "prefect", "worker", "start", "--pool", pool,
             "--type", "process", "--name", name, "--install-policy", "never"]
 

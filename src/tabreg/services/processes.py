@@ -119,6 +119,7 @@ def who_listens(port: int) -> str:
 
 
 def log_tail(path: str | Path, lines: int = 15) -> str:
+    """The last ``lines`` of a log, indented, for an error message."""
     try:
         text = Path(path).read_text(errors="replace").splitlines()
     except OSError:

@@ -19,7 +19,7 @@ TIMEOUT = 3.0  # seconds per service
 
 def _mlflow(uri: str, timeout: float) -> str | None:
     from tabreg.errors import TabregError
-    from tabreg.tracking import check_reachable as check_tracking
+    from tabreg.store.tracking import check_reachable as check_tracking
 
     try:
         check_tracking(uri, timeout=timeout)
@@ -75,16 +75,16 @@ def check_reachable(tracking_uri: str | None, optuna_storage: str | None,
     a PostgreSQL/MySQL URL (``OPTUNA_STORAGE``); ``prefect_api_url``: when given
     (``PREFECT_API_URL``). None or a local store is skipped.
     """
-    problems = []
+    problems: list[str | None] = []
     if tracking_uri and urllib.parse.urlsplit(tracking_uri).scheme in ("http", "https"):
         problems.append(_mlflow(tracking_uri, timeout))
     if optuna_storage:
         problems.append(_database(optuna_storage, timeout))
     if prefect_api_url:
         problems.append(_prefect(prefect_api_url, timeout))
-    problems = [p for p in problems if p]
-    if problems:
+    found = [p for p in problems if p]
+    if found:
         raise ServiceError("shared services unreachable, nothing was run:\n  "
-                           + "\n  ".join(problems)
+                           + "\n  ".join(found)
                            + "\nstart them (`make services`) or fix the URL "
                              "(MLFLOW_TRACKING_URI, OPTUNA_STORAGE, PREFECT_API_URL)")

@@ -166,6 +166,8 @@ def _start_all(services: ServicesConfig, layout: Layout, state: dict[str, Any],
         postgres.start(layout.pgdata, services.host, services.postgres_port,
                        layout.logs / "postgres.log")
         pid = postgres.server_pid(layout.pgdata)
+        if pid is None:
+            raise ServiceError(f"PostgreSQL did not start; see {layout.logs / 'postgres.log'}")
         state["processes"].append(Process(
             "postgres", pid, psutil.Process(pid).create_time(),
             str(layout.logs / "postgres.log"), services.postgres_port).to_dict())

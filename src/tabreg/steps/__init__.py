@@ -15,20 +15,14 @@ from pathlib import Path
 
 from tabreg.config import Config
 
-#: Step name -> module holding a function of that name; also the DVC stage names, in order.
-_WHERE = {
-    "ingest": "data",
-    "validate": "data",
-    "split": "data",
-    "features": "model",
-    "tune": "model",
-    "train": "model",
-    "evaluate": "model",
-    "register": "registry",
-}
-STEP_NAMES: tuple[str, ...] = tuple(_WHERE)
-#: Commands that act on the registry outside the pipeline (not DVC stages).
-_WHERE.update(promote="registry", rollback="registry", status="registry")
+#: The DVC stage names, in order; each stage's step is the function of that name in the
+#: module of that name (``tabreg.steps.tune.tune``), so ``dvc.yaml`` points at one file a stage.
+STEP_NAMES: tuple[str, ...] = ("ingest", "validate", "split", "features", "tune", "train",
+                               "evaluate", "register")
+#: Step name -> its module: the stages', and the commands that act on the registry outside
+#: the pipeline (not DVC stages).
+_WHERE = {**{name: name for name in STEP_NAMES},
+          "promote": "champion", "rollback": "champion", "status": "champion"}
 
 
 def reports_dir(config: Config, root: Path) -> Path:
@@ -36,7 +30,19 @@ def reports_dir(config: Config, root: Path) -> Path:
     return root / config.paths.reports
 
 
+def base_batch_name(config: Config) -> str:
+    """The ``batch`` label of the base file's rows: named by checksum, not by location, so
+    pointing ``DATA_SOURCE`` at a mirror of the same file changes nothing downstream."""
+    return f"source@{config.data.sha256[:12]}"
+
+
+def validation_dir(config: Config, root: Path) -> Path:
+    """Where the validation results and Data Docs go."""
+    return reports_dir(config, root) / "validation"
+
+
 def get(name: str) -> Callable[[Config, Path], dict]:
+    """The step function called ``name`` (imported only now)."""
     module = importlib.import_module(f"tabreg.steps.{_WHERE[name]}")
     return getattr(module, name)
 

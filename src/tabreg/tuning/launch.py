@@ -89,8 +89,10 @@ class PrefectWorkers:
     def __init__(self, study: str, n: int) -> None:
         from prefect.deployments import run_deployment
 
-        self.runs = [run_deployment(DEPLOYMENT, parameters={"study": study}, timeout=0)
-                     for _ in range(n)]
+        # Called outside an event loop, run_deployment runs synchronously: flow runs, not
+        # coroutines.
+        self.runs: list[Any] = [run_deployment(DEPLOYMENT, parameters={"study": study},
+                                               timeout=0) for _ in range(n)]
         log.info("tune: submitted %d flow runs of the %s deployment: %s", n, DEPLOYMENT,
                  ", ".join(r.name for r in self.runs))
 

@@ -16,6 +16,7 @@ log = logging.getLogger("tabreg.tuning.progress")
 
 
 def duration(seconds: float) -> str:
+    """Seconds as a person reads them: ``45s``, ``3m05s``, ``1h02m``."""
     seconds = max(0, int(round(seconds)))
     if seconds < 60:
         return f"{seconds}s"

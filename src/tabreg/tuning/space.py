@@ -54,7 +54,7 @@ def suggest(trial: Any, config: Config) -> Candidate:
 
 def check_space(config: Config) -> None:
     """Fail at start when a search-space name is not a parameter of its estimator."""
-    from tabreg.features import build_preprocessor
+    from tabreg.models.features import build_preprocessor
 
     for family in config.tune.families:
         for name, spec in config.tune.space.get(family, {}).items():
@@ -65,9 +65,10 @@ def check_space(config: Config) -> None:
                 raise ConfigError(f"tune.space.{family}.{name}: not a parameter of the "
                                   f"{family} model") from None
     for name, spec in config.tune.space.get("features", {}).items():
-        value = spec.choices[0] if spec.choices is not None else spec.low
+        override: dict[str, Any] = {name: spec.choices[0] if spec.choices is not None
+                                    else spec.low}
         try:
-            build_preprocessor(config.schema, config.features, **{name: value})
+            build_preprocessor(config.schema, config.features, **override)
         except (TypeError, ValueError) as exc:
             raise ConfigError(f"tune.space.features.{name}: cannot be tuned ({exc}); the "
                               "feature parameters are n_clusters and gamma of features.geo"

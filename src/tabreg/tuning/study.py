@@ -29,9 +29,9 @@ from typing import Any
 
 import numpy as np
 
-from tabreg import owner
 from tabreg.config import Config
 from tabreg.errors import ConfigError, TabregError
+from tabreg.store import owner
 
 FINISHED = ("COMPLETE", "PRUNED", "FAIL")
 ATTR_CONFIG = "tabreg.config"
@@ -202,6 +202,7 @@ def fail_dead_trials(study: Any) -> list[int]:
 
 
 def deadline_passed(study: Any, now: float | None = None) -> bool:
+    """Whether the study's time guard (``tune.timeout``) has fired."""
     deadline = study.user_attrs.get(ATTR_DEADLINE)
     return deadline is not None and (time.time() if now is None else now) >= deadline
 
@@ -214,6 +215,7 @@ def encode_oof(values: np.ndarray) -> str:
 
 
 def decode_oof(text: str) -> np.ndarray:
+    """Inverse of :func:`encode_oof` (float64, for the blend's arithmetic)."""
     return np.frombuffer(zlib.decompress(base64.b64decode(text)), dtype="<f4").astype(float)
 
 

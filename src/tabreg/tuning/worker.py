@@ -29,6 +29,7 @@ import pandas as pd
 
 from tabreg.config import Config
 from tabreg.evaluation.card import number
+from tabreg.evaluation.metrics import rmse
 from tabreg.io import file_md5, read_table
 from tabreg.models.candidates import Candidate, make_pipeline
 from tabreg.tuning import study as shared
@@ -43,8 +44,6 @@ EPOCH_STEP_OFFSET = 1000
 EPOCH_WARMUP = 5
 
 
-def rmse(y: np.ndarray, pred: np.ndarray) -> float:
-    return float(np.sqrt(np.mean((np.asarray(pred, dtype=float) - y) ** 2)))
 
 
 def cross_validate(candidate: Candidate, config: Config, frame: pd.DataFrame,

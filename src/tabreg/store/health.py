@@ -121,7 +121,7 @@ def sqlite_state(path: Path, *, deep: bool = True) -> str:
 
 # --- what the ledger says -------------------------------------------------------------------
 
-#: The ledger's actions that decide about the registry (``tabreg.steps.registry``).
+#: The ledger's actions that decide about the registry (``tabreg.steps.register``).
 DECISIONS = frozenset({"promote", "keep champion", "refuse", "none", "rollback"})
 
 
@@ -165,7 +165,7 @@ def ledger_view(entries: list[dict[str, Any]], model: str, store: str) -> Ledger
 
 
 def _ledger(config: Config, root: Path) -> tuple[Path, list[dict[str, Any]]]:
-    from tabreg import registry
+    from tabreg.promotion import registry
 
     path = root / config.registry.ledger
     return path, registry.read_ledger(path)
@@ -206,7 +206,7 @@ def check_registry(config: Config, root: Path, uri: str, client: Any = None) -> 
     from mlflow import MlflowClient
     from mlflow.exceptions import MlflowException
 
-    from tabreg import registry
+    from tabreg.promotion import registry
 
     name = config.registry.model_name
     ledger, entries = _ledger(config, root)
@@ -235,7 +235,7 @@ def check_registry(config: Config, root: Path, uri: str, client: Any = None) -> 
     alias = registry.alias_version(client, name, registry.CHAMPION)
     if alias is None:
         lost.append(f"the alias {registry.CHAMPION!r} of {name!r} is missing")
-    if lost:
+    if lost or alias is None:
         raise _lost(uri, ledger, view, lost)
     if str(alias.version) != view.champion:
         return [f"{name!r}@{registry.CHAMPION} is version {alias.version} in the store, but "
@@ -249,7 +249,7 @@ def check(config: Config, root: Path, uri: str | None = None, client: Any = None
     """Both checks (the file first, so MLflow never opens a damaged or lost store); warnings
     are returned, and logged unless ``quiet``. ``deep=False`` skips SQLite's page-by-page
     check (both for the server's periodic checks)."""
-    from tabreg import tracking
+    from tabreg.store import tracking
 
     uri = uri or tracking.tracking_uri(config, root)
     if check_file(config, root, uri, deep=deep) in ("missing", "empty"):

@@ -17,6 +17,7 @@ import json
 import logging
 import os
 import socket
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,7 @@ class RegistryError(TabregError):
 
 
 def model_uri(name: str, alias: str) -> str:
+    """The URI MLflow resolves to the version holding ``alias``."""
     return f"models:/{name}@{alias}"
 
 
@@ -73,12 +75,14 @@ def unfair_reason(champion_tags: dict[str, str], config: Config, data_version: s
 
 
 #: Tags set on a version when it becomes champion: its score on the test split it was judged
-#: on, which the next gate compares with (see ``tabreg.gate.evaluation_changed``).
+#: on, which the next gate compares with (see ``tabreg.promotion.gate.evaluation_changed``).
 PROMOTED_RMSE, PROMOTED_INTERVAL = "promoted.test_rmse", "promoted.test_rmse_interval"
 
 
 def promoted_tags(rmse: float, interval: list[float], data_version: str,
                   n_rows: int) -> dict[str, str]:
+    """The tags a version gets when it becomes champion: the evidence it was promoted on,
+    which the next gate checks the champion against."""
     return {PROMOTED_RMSE: f"{rmse:.2f}", PROMOTED_INTERVAL: f"{interval[0]:.2f}-{interval[1]:.2f}",
             "promoted.data_version": data_version, "promoted.test_rows": str(n_rows)}
 
@@ -87,7 +91,7 @@ def recorded_score(tags: dict[str, str]) -> Any | None:
     """The champion's test RMSE and bootstrap interval as recorded when it was promoted, or
     (a champion promoted before these tags existed) at its registration, from ``evaluate``;
     None when neither is recorded or readable, and then the gate cannot check it."""
-    from tabreg.gate import Recorded
+    from tabreg.promotion.gate import Recorded
 
     for rmse_key, interval_key, where in (
             (PROMOTED_RMSE, PROMOTED_INTERVAL, "promoted.data_version"),
@@ -109,7 +113,7 @@ def client(config: Config, root: Path) -> Any:
     """An MlflowClient on the pipeline's store (checked reachable first)."""
     from mlflow import MlflowClient
 
-    from tabreg import tracking
+    from tabreg.store import tracking
 
     tracking.start(config, root)
     return MlflowClient()
@@ -289,3 +293,50 @@ def rollback(mlflow_client: Any, name: str) -> tuple[str, str]:
     load_version(name, target, "previous champion")
     mlflow_client.set_registered_model_alias(name, CHAMPION, target.version)
     return str(current.version), str(target.version)
+
+
+@dataclass(frozen=True)
+class ModelRef:
+    """Which registered version is being used, and how it was asked for."""
+
+    name: str
+    version: str
+    alias: str | None
+    run_id: str | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "version": self.version, "alias": self.alias,
+                "run_id": self.run_id}
+
+
+def open_store(config: Config, root: Path) -> Any:
+    """An MlflowClient on the pipeline's tracking store, without creating anything in it."""
+    import mlflow
+    from mlflow import MlflowClient
+
+    from tabreg.store import tracking
+
+    uri = tracking.connect(config, root, must_exist=True)
+    mlflow.set_registry_uri(uri)  # where load_version resolves models:/ URIs
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def find_version(mlflow_client: Any, name: str, version: str | None = None) -> Any:
+    """The registered version to use: ``version``, or the one holding ``champion``."""
+    if version is None:
+        found = alias_version(mlflow_client, name, CHAMPION)
+        if found is None:
+            raise RegistryError(f"{name} has no {CHAMPION}: run `make run` (it registers and "
+                                "gates a model), or name a version (VERSION=<n>)")
+        return found
+    found = get_version(mlflow_client, name, version)
+    if found is None:
+        raise RegistryError(f"{name} has no version {version!r}")
+    return found
+
+
+def load_registered(name: str, version: Any, alias: str | None) -> tuple[Any, ModelRef]:
+    """Load a registered version (from the store :func:`open_store` opened) as a pyfunc
+    model; an error says why it cannot be loaded."""
+    model = load_version(name, version, alias or f"version {version.version}")
+    return model, ModelRef(name, str(version.version), alias, version.run_id)

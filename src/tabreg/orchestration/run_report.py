@@ -13,7 +13,7 @@ from typing import Any
 
 #: A logger whose only handler sends to the Prefect API: the summary the terminal already
 #: shows (printed by the flow's caller) is not printed a second time.
-_UI_LOGGER = "tabreg.run_report"
+_UI_LOGGER = "tabreg.orchestration.run_report"
 
 
 def log_to_ui(text: str) -> None:

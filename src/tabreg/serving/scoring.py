@@ -1,12 +1,12 @@
 """Scoring new rows with a registered model: input checks, predictions with per-row flags, and
 chunked batch scoring of CSV or Parquet files.
 
-The HTTP server (:mod:`tabreg.serving`) and ``python -m tabreg predict`` both go through here,
-so they accept and refuse exactly the same inputs. What a model takes is read from the model
-itself: the input schema of its MLflow signature (column names and types) and the categories
-its one-hot encoders were fitted on. A champion trained under another ``params.yaml`` is
-therefore checked against what it really needs; the configured schema is only the fallback for
-a model logged without a signature.
+The HTTP server (:mod:`tabreg.serving.server`) and ``python -m tabreg predict`` both go
+through here, so they accept and refuse exactly the same inputs. What a model takes is read
+from the model itself: the input schema of its MLflow signature (column names and types) and
+the categories its one-hot encoders were fitted on. A champion trained under another
+``params.yaml`` is therefore checked against what it really needs; the configured schema is
+only the fallback for a model logged without a signature.
 
 The checks, each naming the field (and, for values, the rows) at fault:
 
@@ -144,7 +144,8 @@ def spec_for(model: Any, schema: SchemaConfig, id_column: str | None = None) -> 
     the categories of its encoders."""
     inputs = _signature_inputs(model)
     if inputs is None:
-        numeric, categorical, integer = schema.numeric, schema.categorical, ()
+        numeric, categorical = schema.numeric, schema.categorical
+        integer: tuple[str, ...] = ()
     else:
         numeric_l, categorical_l, integer_l = [], [], []
         for name, kind in inputs:
@@ -193,6 +194,7 @@ class Problem:
 
 
 def row_label(row: int) -> str:
+    """How messages name a row of a request (0-based, as the request lists them)."""
     return f"row {row}"
 
 
@@ -404,6 +406,7 @@ def score_frame(model: Any, frame: pd.DataFrame, spec: InputSpec, schema: Schema
 # --- files ----------------------------------------------------------------------------------
 
 def table_kind(path: Path) -> str:
+    """``csv`` or ``parquet`` from the file name; anything else is refused, naming both."""
     name = path.name.lower()
     if name.endswith(_CSV):
         return "csv"
@@ -413,6 +416,7 @@ def table_kind(path: Path) -> str:
 
 
 def read_header(path: Path) -> list[str]:
+    """The column names of a CSV or Parquet file, without reading its rows."""
     from tabreg.data.ingest import csv_header
 
     if table_kind(path) == "parquet":
@@ -574,64 +578,12 @@ def _score_into(model: Any, spec: InputSpec, source: Path, dest: Path, out_kind:
             "rows_per_second": round(rows / seconds) if seconds > 0 else None}
 
 
-# --- the registered model -------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class ModelRef:
-    """Which registered version is being used, and how it was asked for."""
-
-    name: str
-    version: str
-    alias: str | None
-    run_id: str | None
-
-    def to_dict(self) -> dict[str, Any]:
-        return {"name": self.name, "version": self.version, "alias": self.alias,
-                "run_id": self.run_id}
-
-
-def open_store(config: Config, root: Path) -> Any:
-    """An MlflowClient on the pipeline's tracking store, without creating anything in it."""
-    import mlflow
-    from mlflow import MlflowClient
-
-    from tabreg import tracking
-
-    uri = tracking.connect(config, root, must_exist=True)
-    mlflow.set_registry_uri(uri)  # where load_version resolves models:/ URIs
-    return MlflowClient(tracking_uri=uri, registry_uri=uri)
-
-
-def find_version(mlflow_client: Any, name: str, version: str | None = None) -> Any:
-    """The registered version to use: ``version``, or the one holding ``champion``."""
-    from tabreg.registry import CHAMPION, RegistryError, alias_version, get_version
-
-    if version is None:
-        found = alias_version(mlflow_client, name, CHAMPION)
-        if found is None:
-            raise RegistryError(f"{name} has no {CHAMPION}: run `make run` (it registers and "
-                                "gates a model), or name a version (VERSION=<n>)")
-        return found
-    found = get_version(mlflow_client, name, version)
-    if found is None:
-        raise RegistryError(f"{name} has no version {version!r}")
-    return found
-
-
-def load_registered(name: str, version: Any, alias: str | None) -> tuple[Any, ModelRef]:
-    """Load a registered version (from the store :func:`open_store` opened) as a pyfunc
-    model; an error says why it cannot be loaded."""
-    from tabreg.registry import load_version
-
-    model = load_version(name, version, alias or f"version {version.version}")
-    return model, ModelRef(name, str(version.version), alias, version.run_id)
-
-
 def predict_file(config: Config, root: Path, source: Path, dest: Path, *,
                  version: str | None = None, chunk_rows: int | None = None,
                  progress: bool = False) -> dict[str, Any]:
     """``python -m tabreg predict``: score a file with the champion (or ``version``)."""
-    from tabreg.registry import CHAMPION
+    from tabreg.promotion import registry
+    from tabreg.promotion.registry import CHAMPION
 
     source, dest = Path(source), Path(dest)
     _check_paths(source, dest)  # before anything slow
@@ -641,9 +593,9 @@ def predict_file(config: Config, root: Path, source: Path, dest: Path, *,
     if chunk_rows is not None and chunk_rows < 1:
         raise ConfigError(f"--chunk-rows must be at least 1, got {chunk_rows}")
     name = config.registry.model_name
-    mlflow_client = open_store(config, root)
-    found = find_version(mlflow_client, name, version)
-    model, ref = load_registered(name, found, CHAMPION if version is None else None)
+    mlflow_client = registry.open_store(config, root)
+    found = registry.find_version(mlflow_client, name, version)
+    model, ref = registry.load_registered(name, found, CHAMPION if version is None else None)
     spec = spec_for(model, config.schema, config.data.id_column)
     result = score_file(model, spec, source, dest, schema=config.schema,
                         id_column=config.data.id_column,

@@ -26,6 +26,8 @@ ARTIFACTS_DIR = "mlartifacts"
 
 
 def tracking_uri(config: Config, root: Path) -> str:
+    """The MLflow store: ``tracking.uri`` (or ``MLFLOW_TRACKING_URI``), else a SQLite file in
+    the project."""
     if config.tracking.uri:
         return config.tracking.uri
     return f"sqlite:///{(root / 'mlflow.db').resolve()}"
@@ -58,19 +60,19 @@ def check_reachable(uri: str, timeout: float = 5.0, *, must_exist: bool = False)
 
 def connect(config: Config, root: Path, *, must_exist: bool = False) -> str:
     """Point MLflow at the configured store, checked reachable, whole and in agreement with
-    the decision ledger first (``tabreg.store_health``: MLflow would silently re-create a
+    the decision ledger first (``tabreg.store.health``: MLflow would silently re-create a
     lost SQLite store); return its URI."""
     import mlflow
 
-    from tabreg import store_health
+    from tabreg.store import health
 
     uri = tracking_uri(config, root)
-    if store_health.sqlite_path(uri) is not None:
+    if health.sqlite_path(uri) is not None:
         # A connection per query, not a pool: a pooled SQLite connection keeps reading a file
         # that was deleted or replaced (by `make restore`), so a server would never see it.
         os.environ.setdefault("MLFLOW_SQLALCHEMYSTORE_POOLCLASS", "NullPool")
     check_reachable(uri)
-    store_health.check(config, root, uri)
+    health.check(config, root, uri)
     if must_exist:
         check_reachable(uri, must_exist=True)
     mlflow.set_tracking_uri(uri)
@@ -95,7 +97,7 @@ def start(config: Config, root: Path) -> str:
     return experiment_id
 
 
-#: Tag on every run the pipeline opens: the process holding it (``tabreg.owner``), so that a
+#: Tag on every run the pipeline opens: the process holding it (``tabreg.store.owner``), so that a
 #: run left RUNNING by a killed process can be told from one that is still running.
 OWNER_TAG = "tabreg.owner"
 
@@ -106,7 +108,7 @@ def start_run(**kwargs: Any) -> Iterator[Any]:
     its new holder), so that :func:`fail_dead_runs` can end it if the process is killed."""
     import mlflow
 
-    from tabreg import owner
+    from tabreg.store import owner
 
     with mlflow.start_run(**kwargs) as run:
         mlflow.set_tag(OWNER_TAG, json.dumps(owner.identity()))
@@ -120,11 +122,11 @@ def fail_dead_runs(config: Config, root: Path) -> list[str]:
     embedded store that does not exist is not created."""
     from mlflow import MlflowClient
 
-    from tabreg import owner, store_health
+    from tabreg.store import health, owner
 
     uri = tracking_uri(config, root)
     # Missing or empty: MLflow would create it (hiding a lost store); damaged: StoreError.
-    if store_health.check_file(config, root, uri) in ("missing", "empty"):
+    if health.check_file(config, root, uri) in ("missing", "empty"):
         return []
     check_reachable(uri)  # in seconds, rather than MLflow's minutes of retries
     client = MlflowClient(tracking_uri=uri)
@@ -178,7 +180,7 @@ def _range_text(spec: dict[str, Any]) -> str:
         return f"one of {json.dumps(spec['choices'])}"
     kind = " ".join(k for k in ("int", "log") if spec.get(k))
     low, high = spec.get("low"), spec.get("high")
-    if spec.get("int"):
+    if spec.get("int") and low is not None and high is not None:
         low, high = int(low), int(high)
     return f"{kind + ' ' if kind else ''}[{low}, {high}]"
 

@@ -5,7 +5,7 @@ RUNNING, its claimed Optuna trials stay RUNNING, and the temporary file it was w
 output goes through a temporary file beside it, ``tabreg.io``) stays in ``data/raw/`` or
 ``reports/``. The flows and the model steps call :func:`clean_up` first. It ends only what a
 process on this host provably left: a run or trial records its holder (host, pid, start time;
-``tabreg.owner``) and a temporary file carries its writer's pid in its name. A holder on
+``tabreg.store.owner``) and a temporary file carries its writer's pid in its name. A holder on
 another host, or one still alive, is left alone; so is anything that names no holder, except a
 temporary file of the older, pid-less form that nobody has touched for an hour.
 """
@@ -17,9 +17,9 @@ import re
 import time
 from pathlib import Path
 
-from tabreg import owner
 from tabreg.config import Config
 from tabreg.errors import TabregError
+from tabreg.store import owner
 
 log = logging.getLogger(__name__)
 
@@ -89,7 +89,7 @@ def clean_up(config: Config, root: Path, *, stores: bool = True) -> dict:
 
     Best effort: a store it cannot reach or read is reported by the step that needs it.
     """
-    from tabreg import tracking
+    from tabreg.store import tracking
 
     removed = []
     for path in stale_temporary_files(config, root):

@@ -49,4 +49,5 @@ def alive(holder: dict[str, Any]) -> bool:
 def dead_here(holder: dict[str, Any] | None) -> bool:
     """Whether ``holder`` provably died: it ran on this host and its process is gone. An
     unknown holder, or one on another host, is not judged (False)."""
-    return bool(holder) and holder.get("host") == socket.gethostname() and not alive(holder)
+    return (holder is not None and holder.get("host") == socket.gethostname()
+            and not alive(holder))

@@ -5,12 +5,15 @@ current model learned from. Per feature: the population stability index (PSI) ov
 reference's quantile bins (or its categories), the two-sample Kolmogorov-Smirnov statistic for
 numbers, the change in missing rate, and categories the reference never had. PSI is the usual
 operational yardstick (below 0.1 stable, 0.1-0.25 moderate, above 0.25 major: the thresholds
-are ``retrain.drift`` in ``params.yaml``); KS says the same in a scale-free way.
+are ``retrain.drift`` in ``params.yaml``); KS says the same in a scale-free way. Hand-written
+(a few lines of numpy and scipy) rather than a drift library: the checks are few and exactly
+specified, and the retrain flow should not pull a dashboard framework in for them.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -34,12 +37,15 @@ def _shares(codes: np.ndarray, n_bins: int) -> np.ndarray:
 
 
 def numeric_drift(reference: pd.Series, current: pd.Series, bins: int) -> dict:
+    """PSI over the reference's quantile bins, the KS statistic and the missing rates
+    of one numeric feature."""
     ref = pd.to_numeric(reference, errors="coerce").to_numpy(dtype=float)
     cur = pd.to_numeric(current, errors="coerce").to_numpy(dtype=float)
     ref_ok, cur_ok = ref[~np.isnan(ref)], cur[~np.isnan(cur)]
-    out = {"kind": "numeric", "missing_reference": float(np.isnan(ref).mean()),
-           "missing_current": float(np.isnan(cur).mean())}
-    out["missing_change"] = out["missing_current"] - out["missing_reference"]
+    missing_reference, missing_current = float(np.isnan(ref).mean()), float(np.isnan(cur).mean())
+    out: dict[str, Any] = {"kind": "numeric", "missing_reference": missing_reference,
+                           "missing_current": missing_current,
+                           "missing_change": missing_current - missing_reference}
     if not len(ref_ok) or not len(cur_ok):
         return {**out, "psi": 0.0, "ks": 0.0, "mean_reference": None, "mean_current": None}
     edges = np.unique(np.quantile(ref_ok, np.linspace(0, 1, bins + 1))[1:-1])
@@ -54,6 +60,8 @@ def numeric_drift(reference: pd.Series, current: pd.Series, bins: int) -> dict:
 
 
 def categorical_drift(reference: pd.Series, current: pd.Series) -> dict:
+    """PSI over the categories, the missing rates and the categories the reference
+    never had, for one categorical feature."""
     ref = reference.astype(object).where(reference.notna(), None)
     cur = current.astype(object).where(current.notna(), None)
     known = sorted({v for v in ref if v is not None}, key=str)
@@ -69,6 +77,7 @@ def categorical_drift(reference: pd.Series, current: pd.Series) -> dict:
 
 
 def level(psi: float, config: DriftConfig) -> str:
+    """``none``, ``moderate`` or ``major`` for a PSI, by the configured thresholds."""
     if psi >= config.psi_major:
         return "major"
     return "moderate" if psi >= config.psi_moderate else "none"

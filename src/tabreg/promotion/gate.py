@@ -2,8 +2,8 @@
 
 A pure decision on predictions both models made for the same rows (the current test split),
 so that the same evidence always gives the same answer and the rules can be tested on arrays.
-The registry code (``tabreg.registry``) loads the models, calls :func:`decide` and records the
-decision; nothing here touches MLflow.
+The registry code (``tabreg.promotion.registry``) loads the models, calls :func:`decide` and
+records the decision; nothing here touches MLflow.
 
 Rules (``promotion:`` in ``params.yaml``):
 
@@ -26,19 +26,17 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field
-from typing import Literal
+from typing import Any, Literal
 
 import numpy as np
 
 from tabreg.config import PromotionConfig
 from tabreg.evaluation.card import number
-from tabreg.evaluation.metrics import bootstrap_rmse, paired_bootstrap_diff
+from tabreg.evaluation.metrics import bootstrap_rmse, paired_bootstrap_diff, rmse
 
 Outcome = Literal["promote", "keep", "refuse"]
 
 
-def _rmse(y: np.ndarray, pred: np.ndarray) -> float:
-    return float(np.sqrt(np.mean((pred - y) ** 2)))
 
 
 @dataclass(frozen=True)
@@ -106,7 +104,7 @@ def slice_comparison(y: np.ndarray, challenger: np.ndarray, champion: np.ndarray
         values = np.asarray(values, dtype=object)
         for value in sorted(set(values), key=str):
             mask = values == value
-            old, new = _rmse(y[mask], champion[mask]), _rmse(y[mask], challenger[mask])
+            old, new = rmse(y[mask], champion[mask]), rmse(y[mask], challenger[mask])
             change = (new - old) / old if old > 0 else (0.0 if new == 0 else float("inf"))
             gated = int(mask.sum()) >= rules.min_slice_rows
             rows.append({"slice": name, "value": str(value), "n": int(mask.sum()),
@@ -127,11 +125,11 @@ def decide(y_true: object, challenger: object, champion: object | None, *,
     new = np.asarray(challenger, dtype=float)
     if new.shape != y.shape or not y.size:
         raise ValueError(f"predictions of shape {new.shape} for {y.shape} targets")
-    new_rmse = _rmse(y, new)
+    new_rmse = rmse(y, new)
     interval = bootstrap_rmse(y, new, n_resamples=rules.bootstrap, confidence=rules.confidence,
                               seed=rules.seed)
-    base = {"challenger_rmse": new_rmse, "n_rows": int(y.size),
-            "challenger_interval": [float(v) for v in interval]}
+    base: dict[str, Any] = {"challenger_rmse": new_rmse, "n_rows": int(y.size),
+                            "challenger_interval": [float(v) for v in interval]}
     if champion is None:
         ok = new_rmse <= rules.max_rmse
         verb = "meets" if ok else "misses"
@@ -141,7 +139,7 @@ def decide(y_true: object, challenger: object, champion: object | None, *,
     old = np.asarray(champion, dtype=float)
     if old.shape != y.shape:
         raise ValueError(f"champion predictions of shape {old.shape} for {y.shape} targets")
-    old_rmse = _rmse(y, old)
+    old_rmse = rmse(y, old)
     refusal = (f"not comparable: {unfair}" if unfair
                else evaluation_changed(old_rmse, recorded, rules))
     if refusal:

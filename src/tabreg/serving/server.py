@@ -8,7 +8,7 @@ A small FastAPI app run by uvicorn, speaking MLflow's scoring protocol so that c
 * ``POST /invocations``: a JSON body in one of MLflow's formats (``dataframe_split``,
   ``dataframe_records``, ``instances``, ``inputs``) or a CSV body (``Content-Type: text/csv``);
   the answer is ``{"predictions": [...], "flags": [[...], ...], "model": {...}}`` with one
-  list of flags per row (see :mod:`tabreg.scoring`). Input the model cannot take gets a 4xx
+  list of flags per row (see :mod:`tabreg.serving.scoring`). Input the model cannot take gets a 4xx
   whose body names each field and the rows at fault (400: not a payload; 413: too large;
   415: an unsupported content type; 422: wrong columns or values).
 
@@ -17,7 +17,9 @@ A new champion is picked up without a restart: a background thread asks the regi
 it in once it loads; requests never wait for it, and while the registry cannot be reached (or
 the store is lost or damaged) the current model keeps serving and ``/health`` answers 503
 "degraded" with the reason (``/ping`` stays 200). A pinned version (``--version``) never
-changes, and its store is checked all the same.
+changes, and its store is checked all the same. That is why this is hand-written in front of
+MLflow's model rather than ``mlflow models serve``: the input checks that name fields and
+rows, the hot swap of the champion and this health contract are not MLflow's to give.
 
 One process scores one request at a time (the scikit-learn pipeline holds the GIL), so
 ``serve.workers`` (``--workers``) runs that many worker processes behind the one port, each
@@ -39,10 +41,11 @@ from typing import Any
 
 import pandas as pd
 
-from tabreg import scoring
 from tabreg.config import Config
 from tabreg.errors import TabregError
-from tabreg.scoring import SAMPLE, InputError, InputSpec, ModelRef, Problem
+from tabreg.promotion.registry import ModelRef
+from tabreg.serving import scoring
+from tabreg.serving.scoring import SAMPLE, InputError, InputSpec, Problem
 
 log = logging.getLogger(__name__)
 
@@ -239,23 +242,24 @@ class ModelSlot:
 def registry_slot(config: Config, root: Path, *, version: str | None = None,
                   refresh: float | None = 10.0, threads: int | None = 1) -> ModelSlot:
     """A slot serving the champion, or a pinned ``version``; every ``refresh`` seconds the
-    store is checked (whole, and agreeing with the ledger: ``tabreg.store_health``) and the
+    store is checked (whole, and agreeing with the ledger: ``tabreg.store.health``) and the
     alias looked up. ``threads`` caps the BLAS/OpenMP threads of a prediction (None: no
     cap)."""
-    from tabreg import store_health
-    from tabreg.registry import CHAMPION
+    from tabreg.promotion import registry
+    from tabreg.promotion.registry import CHAMPION
+    from tabreg.store import health as store_health
 
     name = config.registry.model_name
-    client = scoring.open_store(config, root)
+    client = registry.open_store(config, root)
     alias = CHAMPION if version is None else None
 
     def current() -> Any:
         # A deleted or emptied store file goes unseen by MLflow's open connections.
         store_health.check(config, root, client=client, deep=False, quiet=True)
-        return scoring.find_version(client, name, version)
+        return registry.find_version(client, name, version)
 
     def load(found: Any) -> Served:
-        model, ref = scoring.load_registered(name, found, alias)
+        model, ref = registry.load_registered(name, found, alias)
         spec = scoring.spec_for(model, config.schema, config.data.id_column)
         return Served(model, spec, ref, time.time(), threads)
 
@@ -301,6 +305,8 @@ def score_body(served: Served, body: bytes, content_type: str) -> dict[str, Any]
 
 
 def create_app(slot: ModelSlot, *, max_body: int = MAX_BODY_BYTES) -> Any:
+    """The FastAPI app serving the model in ``slot`` (``/invocations``, ``/health``,
+    ``/version``), refusing bodies over ``max_body`` bytes."""
     from contextlib import asynccontextmanager
 
     from fastapi import FastAPI, Request
@@ -414,10 +420,11 @@ def _serve_workers(config: Config, root: Path, host: str, port: int, version: st
 
     import uvicorn
 
-    from tabreg.registry import CHAMPION
+    from tabreg.promotion import registry
+    from tabreg.promotion.registry import CHAMPION
 
     name = config.registry.model_name
-    found = scoring.find_version(scoring.open_store(config, root), name, version)
+    found = registry.find_version(registry.open_store(config, root), name, version)
     _log_serving(name, str(found.version), CHAMPION if version is None else None, refresh,
                  f"http://{host}:{port}", workers)
     with tempfile.TemporaryDirectory(prefix="tabreg-serve-") as tmp:
@@ -429,8 +436,8 @@ def _serve_workers(config: Config, root: Path, host: str, port: int, version: st
         try:
             # A worker busy loading its model answers the supervisor's pings late on a loaded
             # machine: give it longer than the default 5 s before it counts as hung.
-            uvicorn.run("tabreg.serving:worker_app", factory=True, workers=workers, host=host,
-                        port=port, log_level="warning", access_log=False,
+            uvicorn.run("tabreg.serving.server:worker_app", factory=True, workers=workers,
+                        host=host, port=port, log_level="warning", access_log=False,
                         timeout_worker_healthcheck=30)
         finally:
             os.environ.pop(WORKER_ENV, None)

@@ -72,10 +72,10 @@ class Store:
 
 def locate(config: Config, root: Path) -> Store:
     """The store the pipeline uses, or a :class:`StoreError` for one backed up elsewhere."""
-    from tabreg import store_health, tracking
+    from tabreg.store import health, tracking
 
     uri = tracking.tracking_uri(config, root)
-    path = store_health.sqlite_path(uri)
+    path = health.sqlite_path(uri)
     if path is not None:
         return Store(uri, "sqlite", str(path.resolve()))
     if uri.startswith(("postgresql://", "postgresql+")):
@@ -251,12 +251,12 @@ def backup(config: Config, root: Path, dest: Path | None = None,
            dvc_remote: str | None = None) -> dict[str, Any]:
     """Snapshot the store, its artifacts, the ledger and every data version into ``dest``
     (default ``backups/<UTC time>``); a damaged store, or one that lost what the ledger
-    records, is refused (see ``tabreg.store_health``)."""
-    from tabreg import store_health
+    records, is refused (see ``tabreg.store.health``)."""
+    from tabreg.store import health
 
     root = Path(root)
     store = locate(config, root)
-    store_health.check(config, root, store.uri)
+    health.check(config, root, store.uri)
     if store.kind == "sqlite" and not Path(store.database).exists():
         raise StoreError(f"nothing to back up: there is no MLflow store at {store.uri} yet")
     dest = Path(dest).resolve() if dest else root / BACKUPS / _stamp()
@@ -283,7 +283,8 @@ def _write_backup(config: Config, root: Path, store: Store, partial: Path,
                   dvc_remote: str | None) -> dict[str, Any]:
     """Fill ``partial`` with the snapshot, the artifacts, the ledger, the data versions and
     the manifest (written last); returns the manifest."""
-    from tabreg import registry, store_health, tracking
+    from tabreg.promotion import registry
+    from tabreg.store import health, tracking
 
     # The ledger first: the gate moves an alias, then records it, so a decision taken while
     # this runs is at worst in the snapshot and not in the ledger (a warning on restore),
@@ -302,7 +303,7 @@ def _write_backup(config: Config, root: Path, store: Store, partial: Path,
     manifest = {
         "format": FORMAT, "created": datetime.now(UTC).isoformat(timespec="seconds"),
         "by": registry.actor(), "git_commit": tracking.git_commit(root),
-        "store": {"kind": store.kind, "uri": store_health.store_id(store.uri, root),
+        "store": {"kind": store.kind, "uri": health.store_id(store.uri, root),
                   "snapshot": store.snapshot_name},
         "inventory": found, "artifacts": artifacts,
         "ledger": {"path": config.registry.ledger, "entries": entries,
@@ -338,6 +339,7 @@ def _summary(manifest: dict[str, Any]) -> dict[str, Any]:
 # --- restore --------------------------------------------------------------------------------
 
 def read_manifest(source: Path) -> dict[str, Any]:
+    """A backup's manifest; a folder without one is not a backup, and says so."""
     try:
         manifest = json.loads((source / MANIFEST).read_text(encoding="utf-8"))
     except (OSError, ValueError):
@@ -372,11 +374,11 @@ def _ledger_lines(path: Path) -> list[str]:
 
 def _current(store: Store) -> tuple[dict[str, Any] | None, str | None]:
     """The current store's inventory (None when there is none) and, if it is damaged, why."""
-    from tabreg import store_health
+    from tabreg.store import health
 
     if store.kind == "sqlite":
         try:
-            if store_health.sqlite_state(Path(store.database)) != "ok":
+            if health.sqlite_state(Path(store.database)) != "ok":
                 return None, None
         except StoreError as exc:
             return None, str(exc)
@@ -477,7 +479,7 @@ def restore(config: Config, root: Path, source: Path | None = None,
     """Put back a backup (default: the latest): store, artifacts, ledger, and every data
     version into the DVC cache. Refuses, naming it, to replace anything newer than the
     backup unless ``force``; what it replaces is kept aside."""
-    from tabreg import store_health
+    from tabreg.store import health
 
     root = Path(root)
     source = Path(source) if source else latest(root)
@@ -505,7 +507,7 @@ def restore(config: Config, root: Path, source: Path | None = None,
     data = saved if "skipped" in saved else transfer_data(
         root, str(source / DVC_DIR) if saved["remote"] == DVC_DIR else saved["remote"],
         "fetch")
-    warnings = store_health.check(config, root, store.uri)
+    warnings = health.check(config, root, store.uri)
     found = manifest["inventory"]
     log.info("restore: %s from %s (made %s): %d runs, %d model versions (%s), %d artifact "
              "files, %d ledger entries; data: %s%s", store.uri, source, manifest["created"],

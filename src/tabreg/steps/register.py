@@ -1,10 +1,5 @@
-"""The registry steps: register (then gate), promote, rollback and status.
-
-``register`` is the pipeline's last stage: the trained model becomes a new registered version
-with the alias ``challenger``, and the gate decides on it at once. ``promote`` runs the gate
-again for the current challenger (after changing the thresholds, say), ``rollback`` moves
-``champion`` back, ``status`` shows where things stand. Each decision is written to
-``reports/promotion.json``, tagged on the model versions and appended to the ledger.
+"""The register stage: the trained model registered as a version, judged by the gate against
+the champion on the same test rows, and promoted (or not) with the decision recorded.
 """
 
 from __future__ import annotations
@@ -16,30 +11,29 @@ from typing import Any
 
 import numpy as np
 
-from tabreg import registry
 from tabreg.config import Config
-from tabreg.evaluation.card import number
 from tabreg.io import read_table, write_json
-from tabreg.pipeline import data_version as recorded_data_version
-from tabreg.registry import CHALLENGER, CHAMPION, RegistryError
+from tabreg.orchestration.dvc_stages import data_version as recorded_data_version
+from tabreg.promotion import registry
+from tabreg.promotion.registry import CHALLENGER, CHAMPION, RegistryError
 from tabreg.steps import reports_dir
 
 log = logging.getLogger(__name__)
 
-TRAIN_FILE = "models/train.json"
 DECISION_FILE = "promotion.json"
 
 
-def _ledger(config: Config, root: Path) -> Path:
+def ledger_path(config: Config, root: Path) -> Path:
+    """The decision ledger's file."""
     return root / config.registry.ledger
 
 
-def _store(config: Config, root: Path) -> str:
-    """The store a decision was made in, as the ledger names it (see ``tabreg.store_health``:
+def store_name(config: Config, root: Path) -> str:
+    """The store a decision was made in, as the ledger names it (see ``tabreg.store.health``:
     a decision is checked only against its own store)."""
-    from tabreg import store_health, tracking
+    from tabreg.store import health, tracking
 
-    return store_health.store_id(tracking.tracking_uri(config, root), root)
+    return health.store_id(tracking.tracking_uri(config, root), root)
 
 
 def _predict(model: Any, frame: Any, config: Config) -> np.ndarray:
@@ -49,8 +43,8 @@ def _predict(model: Any, frame: Any, config: Config) -> np.ndarray:
 def gate(config: Config, root: Path, *, trigger: str) -> dict:
     """Score the challenger and the champion on the current test split, decide, record,
     and move ``champion`` if the decision is to promote."""
-    from tabreg import gate as rules
     from tabreg.evaluation.slices import slice_labels
+    from tabreg.promotion import gate as rules
 
     name = config.registry.model_name
     mlflow_client = registry.client(config, root)
@@ -59,7 +53,7 @@ def gate(config: Config, root: Path, *, trigger: str) -> dict:
         raise RegistryError(f"{name} has no challenger to judge: train and register a model "
                             "first (`make run`)")
     champion = registry.alias_version(mlflow_client, name, CHAMPION)
-    base = {"model": name, "store": _store(config, root), "trigger": trigger,
+    base = {"model": name, "store": store_name(config, root), "trigger": trigger,
             "challenger": str(challenger.version),
             "champion": str(champion.version) if champion else None,
             # which trained model, on which data: a reader can tell this decision from one
@@ -67,7 +61,7 @@ def gate(config: Config, root: Path, *, trigger: str) -> dict:
             "run_id": challenger.tags.get("run_id"),
             "data_version": challenger.tags.get("data_version")}
     if champion is not None and champion.version == challenger.version:
-        entry = registry.record(_ledger(config, root), {
+        entry = registry.record(ledger_path(config, root), {
             **base, "action": "none",
             "reasons": [f"version {challenger.version} is already the champion"]})
         write_json(entry, reports_dir(config, root) / DECISION_FILE)
@@ -91,7 +85,7 @@ def gate(config: Config, root: Path, *, trigger: str) -> dict:
             decision.challenger_rmse, decision.challenger_interval, version, decision.n_rows))
         registry.promote(mlflow_client, name, challenger.version, base["champion"])
     action = {"promote": "promote", "keep": "keep champion", "refuse": "refuse"}
-    entry = registry.record(_ledger(config, root), {
+    entry = registry.record(ledger_path(config, root), {
         **base, "action": action[decision.outcome], "reasons": decision.reasons,
         "evidence": {k: v for k, v in evidence.items() if k not in ("outcome", "reasons")}})
     write_json(entry, reports_dir(config, root) / DECISION_FILE)
@@ -135,7 +129,7 @@ def _decision_text(decision: Any, trigger: str, champion: str | None) -> str:
     return f"The gate ({trigger}) {kept}: {why}."
 
 
-def _training_run(mlflow_client: Any, run_id: str) -> Any:
+def _training_run(mlflow_client: Any, run_id: str, record: str) -> Any:
     """The run ``train`` logged the model in; it is gone when the store was replaced since."""
     from mlflow.exceptions import MlflowException
 
@@ -143,8 +137,8 @@ def _training_run(mlflow_client: Any, run_id: str) -> Any:
         return mlflow_client.get_run(run_id)
     except MlflowException:
         raise RegistryError(
-            f"the training run {run_id} ({TRAIN_FILE}) is not in the MLflow store: the store "
-            "was replaced after `train` ran. Restore it (`make restore`), or train again: "
+            f"the training run {run_id} ({record}) is not in the MLflow store: the store was "
+            "replaced after `train` ran. Restore it (`make restore`), or train again: "
             "`dvc repro -sf train && make register`") from None
 
 
@@ -152,13 +146,13 @@ def register(config: Config, root: Path) -> dict:
     """Register the trained model as the challenger, then run the gate."""
     import mlflow
 
-    from tabreg import tracking
-    from tabreg.steps.model import read_json
+    from tabreg.steps.records import read_json
+    from tabreg.store import tracking
 
-    trained = read_json(root / TRAIN_FILE, "train")
+    trained = read_json(root / config.paths.model_record, "train")
     metrics = read_json(reports_dir(config, root) / "metrics.json", "evaluate")
     mlflow_client = registry.client(config, root)
-    run = _training_run(mlflow_client, trained["run_id"])
+    run = _training_run(mlflow_client, trained["run_id"], config.paths.model_record)
     tags = {
         "data_version": trained["data_version"],
         "split_signature": registry.split_signature(config),
@@ -189,71 +183,6 @@ def register(config: Config, root: Path) -> dict:
     return entry
 
 
-def promote(config: Config, root: Path) -> dict:
-    return gate(config, root, trigger="manual")
-
-
-def rollback(config: Config, root: Path) -> dict:
-    name = config.registry.model_name
-    mlflow_client = registry.client(config, root)
-    before, after = registry.rollback(mlflow_client, name)
-    entry = registry.record(_ledger(config, root), {
-        "model": name, "store": _store(config, root), "trigger": "manual",
-        "action": "rollback", "champion": before,
-        "challenger": None, "to": after,
-        "reasons": [f"rolled back by request: champion {before} -> {after}"]})
-    registry.set_tags(mlflow_client, name, before, {"rolled_back_at": entry["at"]})
-    log.info("rollback: %s champion %s -> %s", name, before, after)
-    return entry
-
-
-def status(config: Config, root: Path, last: int = 5) -> dict:
-    """The champion and challenger (version, data version, test RMSE) and the last decisions."""
-    name = config.registry.model_name
-    mlflow_client = registry.client(config, root)
-
-    def describe(alias: str) -> dict | None:
-        version = registry.alias_version(mlflow_client, name, alias)
-        if version is None:
-            return None
-        keep = ("data_version", "test_rmse", "test_rmse_interval", "family", "git_commit",
-                "split.strategy", "gate.outcome", registry.PREVIOUS_TAG)
-        return {"version": str(version.version), "created": version.creation_timestamp,
-                **{k: version.tags[k] for k in keep if k in version.tags}}
-
-    return {"model": name, "champion": describe(CHAMPION),
-            "challenger": describe(CHALLENGER),
-            "decisions": registry.read_ledger(_ledger(config, root), last=last)}
-
-
-def status_text(result: dict) -> str:
-    """``status`` as a screenful for people."""
-    lines = [f"Model {result['model']}"]
-    for role in (CHAMPION, CHALLENGER):
-        info = result[role]
-        if info is None:
-            lines.append(f"  {role:<10} none")
-            continue
-        if role == CHALLENGER and result[CHAMPION] and \
-                result[CHAMPION]["version"] == info["version"]:
-            lines.append(f"  {role:<10} the champion itself (version {info['version']}): none "
-                         "waiting to be judged")
-            continue
-        rmse = info.get("test_rmse")
-        lines.append(f"  {role:<10} version {info['version']}, {info.get('family', '?')}, "
-                     f"test RMSE {number(float(rmse))}" if rmse else f"  {role:<10} version "
-                     f"{info['version']}")
-        lines.append(f"  {'':<10} data version {info.get('data_version', '?')}, commit "
-                     f"{info.get('git_commit', '?')[:12]}")
-    lines.append("  last decisions:" if result["decisions"] else "  no decisions yet")
-    for d in result["decisions"]:
-        what = d["action"]
-        if d.get("challenger"):
-            what += f" (challenger {d['challenger']}, champion {d.get('champion') or 'none'})"
-        lines.append(f"    {d['at']} {what}: {'; '.join(d.get('reasons', []))[:160]}")
-    return "\n".join(lines)
-
-
 def read_decision(config: Config, root: Path, *, run_id: str | None = None) -> dict | None:
     """The gate's last decision (``reports/promotion.json``); with ``run_id``, only if it
     judged the model that training run produced: a run that never reached the gate (it
@@ -266,7 +195,7 @@ def read_decision(config: Config, root: Path, *, run_id: str | None = None) -> d
     return decision if decision["run_id"] == run_id else None
 
 
-def trained_run_id(root: Path) -> str | None:
-    """The MLflow run of the model ``train`` last produced (``models/train.json``)."""
-    path = root / TRAIN_FILE
+def trained_run_id(config: Config, root: Path) -> str | None:
+    """The MLflow run of the model ``train`` last produced (``paths.model_record``)."""
+    path = root / config.paths.model_record
     return json.loads(path.read_text()).get("run_id") if path.exists() else None

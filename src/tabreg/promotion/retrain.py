@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -103,7 +104,7 @@ def unmodelled(config: Config, root: Path) -> str | None:
     batches are therefore no longer new in the landing record, but are new to every model.
     None too when that cannot be told (a decision from before data versions were recorded).
     """
-    from tabreg.steps.registry import read_decision
+    from tabreg.steps.register import read_decision
 
     raw = root / config.paths.raw
     if not raw.exists():
@@ -139,7 +140,7 @@ def count_new_rows(config: Config, root: Path, frames: dict[str, pd.DataFrame]
 
 def drift(config: Config, root: Path, current: pd.DataFrame) -> dict | None:
     """Drift of ``current`` against the training split (None before any split exists)."""
-    from tabreg.drift import drift_report
+    from tabreg.promotion.drift import drift_report
 
     train_path = root / config.paths.train
     if not train_path.exists() or current.empty:
@@ -155,7 +156,7 @@ def should_retrain(config: Config, new: NewData, new_rows: int, drift_level: str
                    trigger: str, batch_rows: int | None = None) -> tuple[bool, str]:
     """Whether the new data justifies a retrain, and why (or why not). ``new_rows`` counts
     only rows the raw table does not hold yet (of ``batch_rows`` in the new batches)."""
-    from tabreg.drift import LEVELS
+    from tabreg.promotion.drift import LEVELS
 
     if new.first_run or new.source_changed or new.unmodelled:
         return True, new.describe()
@@ -180,9 +181,101 @@ def should_retrain(config: Config, new: NewData, new_rows: int, drift_level: str
                    f"{config.retrain.min_new_rows}; they wait for more")
 
 
+def record(config: Config, root: Path, **entry: Any) -> dict:
+    """One line of the decision ledger about this model name."""
+    from tabreg.promotion import registry
+
+    return registry.record(root / config.registry.ledger,
+                           {"model": config.registry.model_name, **entry})
+
+
+def screen_batches(config: Config, root: Path, new: NewData) -> BatchCheck:
+    """Check each new batch against the batch contract; rejected ones are quarantined and
+    recorded, and the run stops naming them (:class:`BatchRejected`)."""
+    from tabreg.data import landing
+
+    checked = landing.screen(config, root, new.batches, by="retrain")
+    if checked.rejected:
+        record(config, root, trigger="retrain", action="reject batch",
+               files=sorted(checked.rejected), quarantine=str(checked.where),
+               reasons=[f"{name}: {why.splitlines()[0]}"
+                        for name, why in checked.rejected.items()])
+    checked.refuse()
+    return checked
+
+
+def new_data_drift(config: Config, root: Path, new: NewData, checked: BatchCheck
+                   ) -> dict | None:
+    """Drift of the new rows (accepted batches, and a changed source) against the training
+    split; None on the first run, or when only rows ingested before this run are new."""
+    from tabreg.steps.ingest import read_source
+
+    if new.first_run:
+        return None
+    frames = list(checked.accepted.values())
+    if new.source_changed:
+        frames.append(read_source(config, root))
+    if not frames:
+        return None
+    return drift(config, root,
+                 pd.concat(frames, ignore_index=True)[list(config.schema.features)])
+
+
+def push_data(root: Path) -> str:
+    """Push the DVC-tracked outputs (the new data version among them) to the remote."""
+    import contextlib
+
+    from dvc.repo import Repo
+
+    with contextlib.chdir(root), Repo(".") as repo:
+        if not repo.config.get("core", {}).get("remote"):
+            return "no DVC remote configured: data versioned in the local cache"
+        pushed = repo.push()
+    return f"pushed {pushed} file(s) to the DVC remote"
+
+
+def after_training(config: Config, root: Path, ran: list[str], trigger: str,
+                   reasons: list[str], **facts: Any) -> dict:
+    """Record the outcome of a retrain with the gate's decision on the model this run
+    trained: none when the run did not reach the gate (DVC found ``register`` up to date),
+    never an earlier run's."""
+    from tabreg.steps.register import read_decision, trained_run_id
+
+    decision = (read_decision(config, root, run_id=trained_run_id(config, root))
+                if "register" in ran else None)
+    if decision is None:
+        reasons.append("no gate decision: the training flow registered no new model (its "
+                       "stages were up to date)")
+    decision = decision or {}
+    return record(config, root, trigger=trigger, action="retrain", reasons=reasons, ran=ran,
+                  **facts, decision=decision.get("action"),
+                  challenger=decision.get("challenger"), champion=decision.get("champion"))
+
+
+def log_outcome(config: Config, root: Path, outcome: dict, drift: dict | None) -> None:
+    """The outcome (and the drift measured) as an MLflow run of kind ``retrain``."""
+    import mlflow
+
+    from tabreg.store import tracking
+
+    tracking.start(config, root)
+    with tracking.start_run(run_name=f"retrain-{outcome['action'].replace(' ', '-')}",
+                            tags={"kind": "retrain", "outcome": outcome["action"],
+                                  "trigger": outcome["trigger"]}):
+        mlflow.log_dict(outcome, "retrain.json")
+        if drift:
+            mlflow.log_metrics({f"psi.{k}": v["psi"] for k, v in drift["features"].items()})
+            mlflow.log_metric("drift_max_psi", drift["max_psi"])
+            mlflow.set_tag("drift_level", drift["level"])
+            mlflow.log_dict(drift, "drift.json")
+
+
 @contextmanager
 def exclusive(root: Path, timeout: float) -> Iterator[None]:
     """Hold the project's retrain lock; wait up to ``timeout`` seconds, then fail clearly.
+
+    Hand-written rather than ``filelock``: the holder (pid and start time) is written into
+    the locked file, so a second run's message says who holds the lock and since when.
 
     An OS lock (flock) on a file in the project: released by the kernel if the holder dies,
     so a crashed run never blocks the next one. It serialises runs on one host; across hosts,

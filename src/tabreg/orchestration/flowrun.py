@@ -84,7 +84,8 @@ def start_local_server() -> None:
         return
     home = Path(settings.home).expanduser()
     home.mkdir(parents=True, exist_ok=True)
-    url = settings.server.database.connection_url.get_secret_value()
+    secret = settings.server.database.connection_url
+    url = secret.get_secret_value() if secret is not None else ""
     made = hashlib.sha256(f"{prefect.__version__} {url}".encode()).hexdigest()[:16]
     marker, database = home / MARKER_NAME, _database_file(url)
     with _locked(home / LOCK_NAME):

@@ -1,0 +1,35 @@
+"""Checks made before any work starts, so that a run fails in seconds with one message, not
+after an hour of tuning. Both flows call :func:`preflight` before ingest, and the tune step
+calls it too (``dvc repro`` has no flow around it).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from tabreg.config import Config
+
+
+def preflight(config: Config, root: Path) -> None:
+    """Everything that can fail before work starts: the tracking store, the search space and
+    the training device. Called by the flow before ingest and by the tune step."""
+    import os
+
+    from tabreg import tuning
+    from tabreg.resources import resolve_workers
+    from tabreg.services.reachability import check_reachable
+    from tabreg.store import health, tracking
+
+    # Every shared service named by configuration answers, or one error names each that
+    # does not: in seconds, before an hour of tuning.
+    check_reachable(tracking.tracking_uri(config, root), tuning.storage_url(config, root),
+                    os.environ.get("PREFECT_API_URL"))
+    tracking.check_reachable(tracking.tracking_uri(config, root))
+    health.check(config, root)  # a lost or damaged store stops the run here, named
+    tuning.check_space(config)
+    if config.tune.launcher != "prefect":  # Prefect's workers may run on other hosts
+        resolve_workers(config.tune.workers, oversubscribe=config.tune.oversubscribe)
+    if "mlp" in config.tune.families:
+        from tabreg.models.mlp import resolve_device
+
+        resolve_device(config.train.device)
