@@ -39,11 +39,11 @@ def select_blend(members: list[tuple[Candidate, np.ndarray]], y: np.ndarray,
 def blend_of_best(trials: list[Any], y: np.ndarray, config: Config) -> dict[str, Any]:
     """The blend chosen among the best ``tune.blend_top`` complete trials of each family, and
     whether it beats the best trial; empty when blending is off or fewer than two families
-    completed. With N > 1, several trials of a family are candidates (two good forests with other
-    features or leaf sizes also err differently): on one real-data study three per family cut
-    the out-of-fold RMSE by 0.3% and the test RMSE by 0.6%, but the model grew from about 250
-    MB to 730 MB and each member costs its own feature computation when serving, so the
-    default stays at one."""
+    completed. With N > 1, several trials of a family are candidates (two good forests with
+    other features or leaf sizes also err differently): on two real-data studies three per
+    family cut the test RMSE by 0.6% and 1.3%, but the model grew from about 250 MB to
+    560-770 MB and each member costs its own feature computation when serving, so the default
+    stays at one."""
     if not config.tune.blend:
         return {}
     scored = [t for t in trials  # running, pruned or failed trials have no value
