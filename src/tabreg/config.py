@@ -266,7 +266,7 @@ class Range(_Frozen):
 Family = Literal["random_forest", "hist_gradient_boosting", "mlp"]
 #: The model families, in the order the default search space lists them (the one list:
 #: ``tabreg.models.candidates`` builds each of these).
-FAMILIES: tuple[str, ...] = get_args(Family)
+FAMILIES: tuple[Family, ...] = get_args(Family)
 
 
 class TuneConfig(_Frozen):
@@ -281,7 +281,7 @@ class TuneConfig(_Frozen):
     workers: int | None = Field(default=None, description="worker processes; null: one a core")
     oversubscribe: bool = False  # allow more workers than usable cores
     launcher: Literal["auto", "local", "prefect"] = "auto"  # where the workers run
-    families: tuple[Family, ...] = FAMILIES  # type: ignore[assignment]
+    families: tuple[Family, ...] = FAMILIES
     space: dict[str, dict[str, Range]] = {}
     blend: bool = True  # then try a weighted average of the best trials (Caruana selection)
     blend_top: int = Field(default=1, ge=1)  # the blend's candidates: best N trials a family

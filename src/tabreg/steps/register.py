@@ -17,6 +17,7 @@ from tabreg.orchestration.dvc_stages import data_version as recorded_data_versio
 from tabreg.promotion import registry
 from tabreg.promotion.registry import CHALLENGER, CHAMPION, RegistryError
 from tabreg.steps import reports_dir
+from tabreg.steps.records import read_json
 
 log = logging.getLogger(__name__)
 
@@ -146,7 +147,6 @@ def register(config: Config, root: Path) -> dict:
     """Register the trained model as the challenger, then run the gate."""
     import mlflow
 
-    from tabreg.steps.records import read_json
     from tabreg.store import tracking
 
     trained = read_json(root / config.paths.model_record, "train")
