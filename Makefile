@@ -155,11 +155,12 @@ generate: $(STAMP) ## write synthetic data: make generate ROWS=20000 OUT=data/la
 # The share of src/ the suite must execute (subprocesses included: the CLI, workers, servers).
 COVERAGE_FLOOR ?= 85
 
-test: $(STAMP) ## run the whole test suite (unit, integration, end-to-end on the real data), then the coverage of src/
-	python -m pytest --cov --cov-report=term --cov-fail-under=$(COVERAGE_FLOOR)
+TEST_WORKERS ?= 2
+test: $(STAMP) ## run the whole test suite (unit, integration, end-to-end on the real data) in TEST_WORKERS processes, then the coverage of src/
+	python -m pytest -n $(TEST_WORKERS) --cov --cov-report=term --cov-fail-under=$(COVERAGE_FLOOR)
 
-test-fast: $(STAMP) ## unit tests only
-	python -m pytest tests/unit
+test-fast: $(STAMP) ## unit tests only, in TEST_WORKERS processes
+	python -m pytest -n $(TEST_WORKERS) tests/unit
 
 lint: $(STAMP) ## ruff (style, imports, docstrings of the library) and mypy (types of src/)
 	ruff check src flows tests bench

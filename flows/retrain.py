@@ -8,8 +8,11 @@ No new data: the run records "skipped" and trains nothing, so it is safe to sche
 A rejected batch is quarantined, recorded and fails the run, with the champion untouched. Two
 runs never overlap: a lock in the project (and a concurrency limit of 1 on the deployment).
 
-``python flows/retrain.py`` runs it once (``make retrain``); ``--serve`` serves the deployments
-with the crons from ``params.yaml`` (``make schedule``, against a Prefect server).
+The steps and their order are ``tabreg.promotion.retrain.retrain``'s; this flow only makes
+them Prefect tasks, trains through the training flow and reports to the UI (``python -m tabreg
+retrain`` runs the same without Prefect). ``python flows/retrain.py`` runs it once (``make
+retrain``); ``--serve`` serves the deployments with the crons from ``params.yaml`` (``make
+schedule``, against a Prefect server).
 """
 
 from __future__ import annotations
@@ -82,61 +85,22 @@ def _report(outcome: dict, drift: dict | None) -> Any:
     return outcome
 
 
-def _train_and_gate(config: Config, root: Path, params: str, trigger: str, reasons: list[str],
-                    **facts: Any) -> dict:
-    """Run the training flow, then record the outcome with the gate's decision on the model
-    this run trained. A failing run is recorded as ``fail`` before its error goes on."""
-    try:
-        stages = training(params=params, root=str(root))
-    except Exception as exc:
-        rt.record(config, root, trigger=trigger, action="fail", **facts, reasons=[
-            *reasons, f"the training flow failed: {(str(exc) or type(exc).__name__)[:300]}"])
-        raise
-    ran = [s["stage"] for s in stages if s["ran"]]
-    reasons.append(version_data(root))
-    return rt.after_training(config, root, ran, trigger, reasons, **facts)
-
-
 @flow(name="retrain", log_prints=True, persist_result=False)
 def retrain(params: str = "params.yaml", root: str = ".", trigger: str = "schedule") -> dict:
     """Retrain when there is new data (``trigger="drift"``: only when it drifts enough)."""
     from tabreg.logs import quiet_libraries
-    from tabreg.orchestration.preflight import preflight
-    from tabreg.store import recovery
 
     quiet_libraries(dvc=True)
-    logger = get_run_logger()
     base = Path(root)
     config = load_config(base / params)
-    with rt.exclusive(base, config.retrain.lock_timeout):
-        preflight(config, base)
-        recovery.clean_up(config, base)  # what a killed run left: runs, trials, temp files
-        new = rt.detect_new_data(config, base)
-        if not new.found:
-            outcome = rt.record(config, base, trigger=trigger, action="skip",
-                              reasons=["no new data"])
-            rt.log_outcome(config, base, outcome, None)
-            logger.info("retrain: skipped, no new data")
-            return _report(outcome, None)
-        logger.info("retrain: %s", new.describe())
-        checked = check_new_batches(config, base, new)
-        drift = measure_drift(config, base, new, checked)
-        rows, batch_rows = rt.count_new_rows(config, base, checked.accepted)
-        go, why = rt.should_retrain(config, new, rows, drift and drift["level"], trigger,
-                                    batch_rows)
-        drift_note = (f"drift {drift['level']} (max PSI {drift['max_psi']:.3f} on "
-                      f"{drift['worst_feature']})" if drift else "no drift reference")
-        if not go:
-            outcome = rt.record(config, base, trigger=trigger, action="skip",
-                              reasons=[why, drift_note], new_rows=rows, batch_rows=batch_rows)
-            rt.log_outcome(config, base, outcome, drift)
-            logger.info("retrain: skipped: %s", why)
-            return _report(outcome, drift)
-        outcome = _train_and_gate(config, base, params, trigger, [why, drift_note],
-                                  new_rows=rows, batch_rows=batch_rows)
-        rt.log_outcome(config, base, outcome, drift)
-        logger.info("retrain: %s; gate: %s", why, outcome["decision"] or "did not judge")
-        return _report(outcome, drift)
+
+    def train() -> list[str]:
+        return [s["stage"] for s in training(params=params, root=str(base)) if s["ran"]]
+
+    hooks = rt.Hooks(train=train, screen=check_new_batches, measure=measure_drift,
+                     push=version_data)
+    outcome, drift = rt.retrain(config, base, trigger, hooks, get_run_logger())
+    return _report(outcome, drift)
 
 
 def deployments(config: Config, params: str, root: str) -> list:

@@ -65,6 +65,26 @@ for _var in PER_MACHINE:
     os.environ.pop(_var, None)
 
 
+def pytest_xdist_make_scheduler(config: pytest.Config, log: object) -> object:
+    """How ``make test`` (``pytest -n 2``) shares the tests between its workers: a module's
+    tests stay in one worker, in order (several modules build one project in a module fixture
+    and take its scenarios in turn), and the services tests share one worker, so the session
+    starts one real stack, not one a worker.
+
+    A scheduler rather than ``--dist loadgroup`` with ``xdist_group`` marks: pytest-xdist 3.8
+    renames the grouped tests through ``item._nodeid``, which pytest 9 no longer reads, so the
+    marks are silently ignored there.
+    """
+    from xdist.scheduler import LoadScopeScheduling
+
+    class ByModule(LoadScopeScheduling):
+        def _split_scope(self, nodeid: str) -> str:
+            module = nodeid.split("::", 1)[0]
+            return "tests/services" if module.startswith("tests/services/") else module
+
+    return ByModule(config, log)
+
+
 @pytest.fixture(scope="module", autouse=True)
 def _mlflow_uris_per_module() -> Iterator[None]:
     """Each test module starts with MLflow pointed nowhere in particular: a module that sets

@@ -34,6 +34,26 @@ def _parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true",
                         help="show the traceback of a failure, not only its message")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _pipeline_commands(sub)
+    _model_commands(sub)
+    _data_commands(sub)
+    sub.add_parser("config", help="print the resolved configuration (overrides applied)")
+    sub.add_parser("tracking-uri", help="print the MLflow tracking URI the pipeline uses")
+    services = sub.add_parser("services", help="the shared stack on this machine: PostgreSQL, "
+                              "MLflow and Prefect servers, Prefect workers, a DVC remote")
+    services.add_argument("action", choices=("start", "stop", "status"))
+    _describe_commands(sub)
+    return parser
+
+
+def _pipeline_commands(sub: argparse._SubParsersAction) -> None:
+    """The stages (DVC calls them one by one), the whole pipeline, and the retrain run."""
+    sub.add_parser("pipeline", help="every stage in order, each only if DVC finds it out of "
+                   "date (what the training flow runs, without Prefect)")
+    retrain = sub.add_parser("retrain", help="retrain on new data and let the gate judge "
+                             "(what the retrain flow runs, without Prefect)")
+    retrain.add_argument("--trigger", choices=("schedule", "drift"), default="schedule",
+                         help="drift: retrain only when the new rows drift enough")
     sub.add_parser("ingest", help="fetch, verify and extract the source; append landing batches")
     sub.add_parser("validate", help="check the raw table and each batch against their contracts")
     sub.add_parser("split", help="stratified train/test split and its report")
@@ -58,6 +78,10 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("train", help="refit the best configuration on the whole training split")
     sub.add_parser("evaluate", help="test metrics, interval, slices, plots and model card")
     sub.add_parser("register", help="register the trained model as challenger, then gate it")
+
+
+def _model_commands(sub: argparse._SubParsersAction) -> None:
+    """The registry, the champion, and what scores with it."""
     sub.add_parser("plots", help="the DVC plots as reports/plots.html, a page that opens "
                                  "offline")
     sub.add_parser("promote", help="run the champion/challenger gate for the challenger")
@@ -99,8 +123,10 @@ def _parser() -> argparse.ArgumentParser:
                        help="BLAS/OpenMP threads per prediction (0: no cap)")
     serve.add_argument("--workers", type=int, default=None,
                        help="server processes (default: serve.workers)")
-    sub.add_parser("config", help="print the resolved configuration (overrides applied)")
-    sub.add_parser("tracking-uri", help="print the MLflow tracking URI the pipeline uses")
+
+
+def _data_commands(sub: argparse._SubParsersAction) -> None:
+    """Files in and out: checks, synthetic data, demonstration batches."""
     check = sub.add_parser("check-file", help="check one CSV against the schema and a contract")
     check.add_argument("path", type=Path)
     check.add_argument("--suite", choices=("raw", "batch"), default="batch")
@@ -118,11 +144,6 @@ def _parser() -> argparse.ArgumentParser:
                        help="raise incomes by this fraction (0.3: +30%%)")
     batch.add_argument("--corrupt", default=None,
                        help="one of: out-of-range, new-category, nulls, text, relation")
-    services = sub.add_parser("services", help="the shared stack on this machine: PostgreSQL, "
-                              "MLflow and Prefect servers, Prefect workers, a DVC remote")
-    services.add_argument("action", choices=("start", "stop", "status"))
-    _describe_commands(sub)
-    return parser
 
 
 def _describe_commands(sub: argparse._SubParsersAction) -> None:
@@ -259,6 +280,27 @@ def _status(args: argparse.Namespace, root: Path, config: Config) -> Outcome:
     return None
 
 
+def _pipeline(args: argparse.Namespace, root: Path, config: Config) -> Outcome:
+    from tabreg.orchestration.stage_run import run_pipeline
+    from tabreg.orchestration.summary import summary
+
+    stages = run_pipeline(config, root)
+    if not args.quiet:
+        print(summary(stages, root, args.params))
+    return None
+
+
+def _retrain(args: argparse.Namespace, root: Path, config: Config) -> Outcome:
+    from tabreg.orchestration.stage_run import run_pipeline
+    from tabreg.promotion import retrain
+
+    def train() -> list[str]:
+        return [s["stage"] for s in run_pipeline(config, root) if s["ran"]]
+
+    outcome, _ = retrain.retrain(config, root, args.trigger, retrain.Hooks(train=train))
+    return outcome
+
+
 def _step(args: argparse.Namespace, root: Path, config: Config) -> Outcome:
     """A pipeline step (or promote / rollback): what a killed run left (temporary files; runs
     and trials for the steps that use the stores) is cleared before the step starts."""
@@ -277,6 +319,7 @@ _HANDLERS = {
                                                        args.drift, args.corrupt),
     "services": _services, "backup": _backup, "restore": _restore,
     "evaluate-version": _evaluate_version, "status": _status,
+    "pipeline": _pipeline, "retrain": _retrain,
 }
 
 

@@ -282,6 +282,9 @@ class TuneConfig(_Frozen):
     oversubscribe: bool = False  # allow more workers than usable cores
     launcher: Literal["auto", "local", "prefect"] = "auto"  # where the workers run
     families: tuple[Family, ...] = FAMILIES
+    #: Each family's share of the budget (relative weights); null: the sampler picks the
+    #: family of each trial after one trial each. See ``tabreg.tuning.space.family_schedule``.
+    family_weights: dict[str, float] | None = None
     space: dict[str, dict[str, Range]] = {}
     blend: bool = True  # then try a weighted average of the best trials (Caruana selection)
     blend_top: int = Field(default=1, ge=1)  # the blend's candidates: best N trials a family
@@ -294,6 +297,17 @@ class TuneConfig(_Frozen):
                 raise ValueError(f"space.{group}: unknown group; expected one of {sorted(known)}")
         if not self.families:
             raise ValueError("families: the search space is empty (no model family)")
+        if self.family_weights is not None:
+            # Weights of known families that ``families`` leaves out are ignored, so that a
+            # profile can narrow the families without restating the weights.
+            unknown = sorted(set(self.family_weights) - set(FAMILIES))
+            if unknown:
+                raise ValueError(f"family_weights: {unknown} are not model families; "
+                                 f"expected some of {list(FAMILIES)}")
+            starved = [f for f in self.families if self.family_weights.get(f, 0) <= 0]
+            if starved:
+                raise ValueError(f"family_weights: {starved} would get no trials; give every "
+                                 "family in families a weight above 0")
         return self
 
 

@@ -126,3 +126,21 @@ def test_prefect_still_records_the_failure(make_project, monkeypatch, prefect_ap
 
     run = asyncio.run(last_run())
     assert run.state.is_failed() and "nowhere.tgz" in run.state.message
+
+
+def test_a_params_file_without_a_key_dvc_reads_is_named_before_any_work(make_project):
+    """The configuration has a default for every path, but DVC reads ``params.yaml`` itself:
+    a user's file without ``paths.model`` would fail deep inside DVC's templating."""
+    root = make_project(rows=300)
+    tree = yaml.safe_load((root / "params.yaml").read_text())
+    del tree["paths"]["model"]
+    (root / "params.yaml").write_text(yaml.safe_dump(tree, sort_keys=False))
+    done = subprocess.run([sys.executable, "-m", "tabreg", "--root", str(root), "pipeline"],
+                          capture_output=True, text=True, env={**os.environ, "NO_COLOR": "1"})
+    assert done.returncode == 2  # a configuration error
+    message = _one_error(done.stderr)
+    line = next(n for n, text in enumerate((root / "dvc.yaml").read_text().splitlines(), 1)
+                if "${paths.model}" in text)
+    assert f"params.yaml lacks keys that dvc.yaml uses: paths.model (dvc.yaml line {line})" \
+        in message, message
+    assert not (root / "data/raw").exists()  # nothing ran

@@ -41,6 +41,8 @@ def test_quick_bench_runs_every_section(tmp_path):
     assert "| MLP fit (2 epochs), idle: thread budget" in done.stdout
     workers = sections["workers"]
     assert _ratio(workers, "tuning: trials ended per minute") == pytest.approx(
+        workers["two_workers_per_min"] / workers["one_worker_one_thread_per_min"], rel=0.05)
+    assert _ratio(workers, "tuning: 2 workers over 1 worker whose fits") == pytest.approx(
         workers["two_workers_per_min"] / workers["one_worker_per_min"], rel=0.05)
     assert _ratio(workers, "tuning: 1 worker beside") == pytest.approx(
         workers["one_worker_busy_seconds"] / workers["one_worker_seconds"], rel=0.05)

@@ -147,6 +147,34 @@ def test_rollback_gives_champion_back_to_the_first_model(project):
     assert f"champion   version {project['first']}" in status.stdout, status.stderr
 
 
+def test_the_command_line_runs_the_same_steps_without_prefect(project):
+    # `python -m tabreg retrain` and `pipeline`: the retrain flow's and the training flow's
+    # steps, in the same order, with no Prefect engine or server involved.
+    root = project["root"]
+
+    def tabreg(*argv: str) -> subprocess.CompletedProcess:
+        return subprocess.run(["python", "-m", "tabreg", "--root", str(root), *argv],
+                              capture_output=True, text=True)
+
+    done = tabreg("pipeline")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.count("up to date (skipped)") == 8, done.stdout
+    assert "Training pipeline summary" in done.stdout
+
+    done = tabreg("retrain")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["action"] == "skip"
+    assert _ledger(root)[-1]["reasons"] == ["no new data"]
+
+    champion = _champion(root)
+    synthetic.write_csv(batches.make_batch(300, seed=23, corrupt="nulls"),
+                        root / "data/landing/2026-11-15.csv")
+    done = tabreg("retrain")
+    assert done.returncode != 0 and "2026-11-15.csv" in done.stderr, done.stderr
+    assert "Traceback" not in done.stderr
+    assert _ledger(root)[-1]["action"] == "reject batch" and _champion(root) == champion
+
+
 def test_a_second_run_exits_clearly_while_one_holds_the_lock(make_project):
     root = make_project(rows=1000)
     with rt.exclusive(root, 0), pytest.raises(rt.RetrainBusy, match="in progress"):

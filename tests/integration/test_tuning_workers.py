@@ -1,7 +1,8 @@
 """Tuning with several worker processes on one shared study (a journal file here; the same
 code runs on PostgreSQL in tests/services): an exact budget, no trial run twice, a dead
 worker's trial failed and not left running, the same trials from one worker idle or beside a
-busy process, and workers with other data refused."""
+busy process, workers with other data refused, and a killed study resumed keeping its
+finished trials."""
 
 from __future__ import annotations
 
@@ -151,3 +152,42 @@ def test_a_worker_with_other_data_is_refused(forest_project, tmp_path):
     assert proc.returncode != 0
     assert "was made from training data" in err and "this worker has" in err
     assert "Traceback" not in err
+
+
+def _study_trials(root) -> list[optuna.trial.FrozenTrial]:
+    storage = open_storage(f"journal:{root / 'optuna.journal'}")
+    studies = optuna.get_all_study_summaries(storage)
+    if not studies:
+        return []
+    assert len(studies) == 1  # the same study, resumed
+    return optuna.load_study(study_name=studies[0].study_name, storage=storage).trials
+
+
+def _finished(root) -> list[optuna.trial.FrozenTrial]:
+    return [t for t in _study_trials(root) if t.state.name in ("COMPLETE", "PRUNED", "FAIL")]
+
+
+def test_killed_study_resumes_keeping_finished_trials(make_project):
+    root = make_project(rows=1500, tune={"n_trials": 40, "timeout": None, "workers": 2,
+                                         "families": ["random_forest"]})
+    prepare(root)
+    proc = cli(root, "tune")
+    deadline = time.time() + 120
+    while time.time() < deadline and len(_finished(root)) < 3:
+        time.sleep(0.3)
+    proc.send_signal(signal.SIGKILL)  # the workers die with it and fail their trials
+    proc.wait()
+    deadline = time.time() + 120  # for the workers to fail their trials and exit
+    while time.time() < deadline and any(t.state.name == "RUNNING" for t in _study_trials(root)):
+        time.sleep(0.3)
+    before = {t.number: (t.params, t.value, t.state) for t in _finished(root)}
+    assert len(before) >= 3 and sorted(before) == list(range(len(before)))
+
+    set_params(root, "tune", n_trials=len(before) + 2)
+    resumed = cli(root, "tune")
+    _, err = resumed.communicate(timeout=300)
+    assert resumed.returncode == 0, err
+    after = _finished(root)
+    assert {t.number: (t.params, t.value, t.state) for t in after
+            if t.number in before} == before  # kept, untouched
+    assert len(after) == len(before) + 2  # only the missing trials ran

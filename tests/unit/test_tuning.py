@@ -1,21 +1,18 @@
-"""Tuning: the search space, study identity, early failures, and resumption after a kill."""
+"""Tuning: the search space, study identity, early failures, the budget and the blend."""
 
-import os
-import signal
-import subprocess
-import sys
-import time
 
 import numpy as np
 import optuna
 import pytest
+import yaml
 
 from tabreg.config import load_config, parse_config
 from tabreg.errors import ConfigError
 from tabreg.models.candidates import Candidate
 from tabreg.tuning import check_space, storage_url, study_name, suggest
+from tabreg.tuning.space import family_schedule
 from tabreg.tuning.study import claim, decode_oof, encode_oof, ensure_budget, open_storage
-from tests.conftest import ROOT, set_params
+from tests.conftest import ROOT
 
 CONFIG = load_config(ROOT / "params.yaml", env={})
 
@@ -67,14 +64,52 @@ def test_an_unreachable_database_is_named_without_its_password():
 
 def test_budget_is_created_up_front_with_every_family_first():
     study = optuna.create_study()
-    assert ensure_budget(study, 5, ("random_forest", "mlp")) == 5
+    schedule = family_schedule(("random_forest", "mlp"), None, 7)
+    assert ensure_budget(study, 5, schedule) == 5
     fixed = [t.system_attrs.get("fixed_params") for t in study.trials]
     assert fixed == [{"family": "random_forest"}, {"family": "mlp"}, {}, {}, {}]
-    assert ensure_budget(study, 5, ("random_forest", "mlp")) == 5  # idempotent
+    assert ensure_budget(study, 5, schedule) == 5  # idempotent
     first = claim(study, budget=5)
     assert first.number == 0
     assert claim(study, budget=1) is None  # trial 0 taken; trial 1 is beyond this budget
-    assert ensure_budget(study, 7, ("random_forest",)) == 6
+    assert ensure_budget(study, 7, schedule) == 6
+
+
+def test_family_weights_share_the_budget_in_any_prefix():
+    families = ("random_forest", "hist_gradient_boosting", "mlp")
+    schedule = family_schedule(families, {"random_forest": 3, "hist_gradient_boosting": 3,
+                                          "mlp": 1}, 50)
+    assert schedule[:3] == list(families)  # one of each first, whatever the weights
+    counts = {f: schedule.count(f) for f in families}
+    assert counts == {"random_forest": 22, "hist_gradient_boosting": 21, "mlp": 7}
+    ten = schedule[:10]
+    assert {f: ten.count(f) for f in families} == {"random_forest": 4,
+                                                   "hist_gradient_boosting": 4, "mlp": 2}
+    lopsided = family_schedule(families, {"random_forest": 10, "hist_gradient_boosting": 10,
+                                          "mlp": 0.5}, 3)
+    assert lopsided == list(families)
+    study = optuna.create_study()
+    ensure_budget(study, 6, schedule)
+    assert [t.system_attrs["fixed_params"]["family"] for t in study.trials] == schedule[:6]
+
+
+def _tune_config(**tune):
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["tune"].update(tune)
+    return parse_config(raw, env={}, origin="test")
+
+
+def test_family_weights_name_real_families_and_starve_none():
+    with pytest.raises(ConfigError, match=r"family_weights: \['mlp'\] would get no trials"):
+        _tune_config(family_weights={"random_forest": 1, "hist_gradient_boosting": 1})
+    with pytest.raises(ConfigError, match=r"family_weights: \['forest'\] are not model fam"):
+        _tune_config(family_weights={"forest": 1, "random_forest": 1,
+                                     "hist_gradient_boosting": 1, "mlp": 1})
+    # A profile that narrows the families keeps the weights of the others, unused.
+    narrowed = _tune_config(families=["random_forest"],
+                            family_weights={"random_forest": 1, "mlp": 1})
+    assert family_schedule(narrowed.tune.families, narrowed.tune.family_weights, 3) == \
+        ["random_forest"] * 3
 
 
 def test_out_of_fold_predictions_survive_the_storage():
@@ -103,52 +138,6 @@ def test_unknown_parameter_names_fail_before_any_work():
     with pytest.raises(ConfigError, match=r"tune\.space\.random_forest\.n_trees: not a param"):
         check_space(config)
     check_space(CONFIG)
-
-
-def _trials(root) -> list[optuna.trial.FrozenTrial]:
-    storage = open_storage(f"journal:{root / 'optuna.journal'}")
-    studies = optuna.get_all_study_summaries(storage)
-    if not studies:
-        return []
-    assert len(studies) == 1  # the same study, resumed
-    return optuna.load_study(study_name=studies[0].study_name, storage=storage).trials
-
-
-def _finished(root) -> list[optuna.trial.FrozenTrial]:
-    return [t for t in _trials(root) if t.state.name in ("COMPLETE", "PRUNED", "FAIL")]
-
-
-def test_killed_study_resumes_keeping_finished_trials(make_project):
-    root = make_project(rows=1500, tune={"n_trials": 40, "timeout": None, "workers": 2,
-                                         "families": ["random_forest"]})
-    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
-
-    def cli(*args: str) -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, "-m", "tabreg", "-q", *args], cwd=root,
-                                env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-
-    for step in ("ingest", "validate", "split"):
-        assert cli(step).wait() == 0
-    proc = cli("tune")
-    deadline = time.time() + 120
-    while time.time() < deadline and len(_finished(root)) < 3:
-        time.sleep(0.3)
-    proc.send_signal(signal.SIGKILL)  # the workers die with it and fail their trials
-    proc.wait()
-    deadline = time.time() + 120  # for the workers to fail their trials and exit
-    while time.time() < deadline and any(t.state.name == "RUNNING" for t in _trials(root)):
-        time.sleep(0.3)
-    before = {t.number: (t.params, t.value, t.state) for t in _finished(root)}
-    assert len(before) >= 3 and sorted(before) == list(range(len(before)))
-
-    set_params(root, "tune", n_trials=len(before) + 2)
-    resumed = cli("tune")
-    _, err = resumed.communicate(timeout=300)
-    assert resumed.returncode == 0, err.decode()
-    after = _finished(root)
-    assert {t.number: (t.params, t.value, t.state) for t in after
-            if t.number in before} == before  # kept, untouched
-    assert len(after) == len(before) + 2  # only the missing trials ran
 
 
 def test_blend_selection_averages_members_that_err_differently():

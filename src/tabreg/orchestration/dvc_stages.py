@@ -104,3 +104,35 @@ def md5_in_lock(text: str, path: str) -> str | None:
 def data_version(root: Path, raw_path: str) -> str | None:
     """The data version: DVC's hash of the raw table."""
     return recorded_md5(root, raw_path)
+
+
+def check_interpolation(root: Path, params: str = "params.yaml") -> None:
+    """Fail, naming each, when ``dvc.yaml`` uses a ``${key}`` that ``params.yaml`` lacks.
+
+    The configuration gives every key a default, so a run through ``python -m tabreg`` would
+    work without it; but DVC reads ``params.yaml`` itself, and a missing key fails deep inside
+    DVC with a message about templating. Checked before any work, with where to fix it.
+    """
+    import re
+
+    import yaml
+
+    from tabreg.errors import ConfigError
+
+    pipeline, values = root / "dvc.yaml", root / params
+    if not pipeline.is_file() or not values.is_file():
+        return
+    tree = yaml.safe_load(values.read_text()) or {}
+    missing: dict[str, int] = {}
+    for number, line in enumerate(pipeline.read_text().splitlines(), start=1):
+        for key in re.findall(r"\$\{\s*([\w.]+)\s*\}", line):
+            node: object = tree
+            for part in key.split("."):
+                node = node.get(part) if isinstance(node, dict) else None
+            if node is None:
+                missing.setdefault(key, number)
+    if missing:
+        listed = "; ".join(f"{key} (dvc.yaml line {line})" for key, line in missing.items())
+        raise ConfigError(f"{params} lacks keys that dvc.yaml uses: {listed}. DVC reads them "
+                          f"from {params} itself; add them (the project's own {params} has "
+                          "every one, with its default value)")

@@ -11,15 +11,18 @@ from tabreg.config import Config
 
 
 def preflight(config: Config, root: Path) -> None:
-    """Everything that can fail before work starts: the tracking store, the search space and
-    the training device. Called by the flow before ingest and by the tune step."""
+    """Everything that can fail before work starts: the keys ``dvc.yaml`` reads from
+    ``params.yaml``, the tracking store, the search space and the training device. Called by
+    the flows before ingest and by the tune step."""
     import os
 
     from tabreg import tuning
+    from tabreg.orchestration.dvc_stages import check_interpolation
     from tabreg.resources import resolve_workers
     from tabreg.services.reachability import check_reachable
     from tabreg.store import health, tracking
 
+    check_interpolation(root)
     # Every shared service named by configuration answers, or one error names each that
     # does not: in seconds, before an hour of tuning.
     check_reachable(tracking.tracking_uri(config, root), tuning.storage_url(config, root),

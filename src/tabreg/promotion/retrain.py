@@ -7,7 +7,9 @@ the new rows the raw table does not hold yet, whether each new batch
 honours the batch contract (``tabreg.data.landing``: a rejected batch is moved to the
 quarantine folder, with its report, so it is neither ingested nor retried), how far the new rows
 drift from the training reference, whether that is reason enough to retrain, and a lock so that
-two retrain runs never overlap. ``flows/retrain.py`` wires these around the training flow.
+two retrain runs never overlap; :func:`retrain` orders them around a training run.
+``flows/retrain.py`` runs it with Prefect tasks and the training flow, ``python -m tabreg
+retrain`` with the plain steps.
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ from __future__ import annotations
 import errno
 import fcntl
 import json
+import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -38,6 +41,7 @@ from tabreg.errors import TabregError
 from tabreg.io import file_md5, write_json
 
 LOCK_FILE = ".retrain.lock"
+log = logging.getLogger(__name__)
 
 
 class RetrainBusy(TabregError):
@@ -268,6 +272,73 @@ def log_outcome(config: Config, root: Path, outcome: dict, drift: dict | None) -
             mlflow.log_metric("drift_max_psi", drift["max_psi"])
             mlflow.set_tag("drift_level", drift["level"])
             mlflow.log_dict(drift, "drift.json")
+
+
+@dataclass(frozen=True)
+class Hooks:
+    """How a driver runs the steps that it shows as its own units of work: the Prefect flow
+    passes its tasks and its training flow, the command line passes the plain functions and
+    the pipeline run in-process. ``train`` returns the names of the stages that ran."""
+
+    train: Callable[[], list[str]]
+    screen: Callable[[Config, Path, NewData], BatchCheck] = screen_batches
+    measure: Callable[[Config, Path, NewData, BatchCheck], dict | None] = new_data_drift
+    push: Callable[[Path], str] = push_data
+
+
+def retrain(config: Config, root: Path, trigger: str, hooks: Hooks,
+            logger: logging.Logger | logging.LoggerAdapter | None = None
+            ) -> tuple[dict, dict | None]:
+    """One retrain run: look for new data, screen it, measure its drift, decide, train and
+    let the gate judge; every outcome (skip, retrain, fail) is recorded in the ledger and
+    in MLflow. Returns the ledger entry and the drift measured (None when not measured).
+
+    ``trigger="drift"`` retrains only when the new rows drift enough. A rejected batch raises
+    :class:`BatchRejected` after it is quarantined and recorded; a failed training is
+    recorded as ``fail`` before its error goes on. Two runs never overlap (the project lock).
+    """
+    from tabreg.orchestration.stage_run import prepare
+
+    logger = logger or log
+    with exclusive(root, config.retrain.lock_timeout):
+        prepare(config, root)
+        new = detect_new_data(config, root)
+        if not new.found:
+            outcome = record(config, root, trigger=trigger, action="skip",
+                             reasons=["no new data"])
+            log_outcome(config, root, outcome, None)
+            logger.info("retrain: skipped, no new data")
+            return outcome, None
+        logger.info("retrain: %s", new.describe())
+        checked = hooks.screen(config, root, new)
+        measured = hooks.measure(config, root, new, checked)
+        rows, batch_rows = count_new_rows(config, root, checked.accepted)
+        level = measured["level"] if measured else None
+        go, why = should_retrain(config, new, rows, level, trigger, batch_rows)
+        drift_note = (f"drift {measured['level']} (max PSI {measured['max_psi']:.3f} on "
+                      f"{measured['worst_feature']})" if measured else "no drift reference")
+        facts = {"new_rows": rows, "batch_rows": batch_rows}
+        if not go:
+            outcome = record(config, root, trigger=trigger, action="skip",
+                             reasons=[why, drift_note], **facts)
+            logger.info("retrain: skipped: %s", why)
+        else:
+            outcome = _train_and_gate(config, root, trigger, [why, drift_note], hooks, facts)
+            logger.info("retrain: %s; gate: %s", why, outcome["decision"] or "did not judge")
+        log_outcome(config, root, outcome, measured)
+        return outcome, measured
+
+
+def _train_and_gate(config: Config, root: Path, trigger: str, reasons: list[str],
+                    hooks: Hooks, facts: dict[str, Any]) -> dict:
+    try:
+        ran = hooks.train()
+    except Exception as exc:
+        record(config, root, trigger=trigger, action="fail", **facts, reasons=[
+            *reasons, f"the training flow failed: {(str(exc) or type(exc).__name__)[:300]}"])
+        raise
+    reasons.append(hooks.push(root))
+    return after_training(config, root, ran, trigger, reasons, **facts)
 
 
 @contextmanager

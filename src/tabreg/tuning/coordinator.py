@@ -23,7 +23,7 @@ from tabreg.io import file_md5, read_table
 from tabreg.models.candidates import Blend, Candidate
 from tabreg.tuning import launch, progress
 from tabreg.tuning import study as shared
-from tabreg.tuning.space import study_name
+from tabreg.tuning.space import family_schedule, study_name
 from tabreg.tuning.worker import EPOCH_STEP_OFFSET
 
 log = logging.getLogger(__name__)
@@ -99,7 +99,8 @@ def tune(config: Config, root: Path, *, parent_run_id: str | None = None) -> Tun
         log.warning("tune: trials %s were left running by a worker that died; marked failed",
                     failed)
     budget = config.tune.n_trials
-    pending = shared.ensure_budget(study, budget, config.tune.families)
+    schedule = family_schedule(config.tune.families, config.tune.family_weights, budget)
+    pending = shared.ensure_budget(study, budget, schedule)
     started = min(workers, pending)  # no more workers than trials left to run
     threads = fit_threads(max(started, 1))
     log.info("tune: study %s: %d of %d trials done; %d to run on %d %s worker(s)",

@@ -52,6 +52,32 @@ def suggest(trial: Any, config: Config) -> Candidate:
     return Candidate(family, features, params)
 
 
+def family_schedule(families: tuple[str, ...], weights: dict[str, float] | None,
+                    n: int) -> list[str | None]:
+    """The family fixed for each of the first ``n`` trial numbers (None: the sampler picks).
+
+    One trial of each family comes first, so that a study the time guard stops early has
+    tried them all. Then, with ``weights``, the families take turns in proportion to their
+    weights (each next trial to the family furthest below its share, so any prefix of the
+    budget keeps the shares): left
+    to itself, TPE settles on the family with the best early trials and gives the others a
+    handful of trials each, too few for it to learn their spaces; the blend wants each family
+    tuned well. Without weights the sampler picks, as a plain Optuna study would.
+    """
+    order: list[str | None] = list(families[:n])
+    if weights is None:
+        return order + [None] * (n - len(order))
+    total = sum(weights[f] for f in families)
+    given = {f: order.count(f) for f in families}
+    while len(order) < n:
+        # The family furthest below its share of the trials so far (the first of equals).
+        due = len(order) + 1
+        chosen = max(families, key=lambda f: weights[f] * due / total - given[f])
+        given[chosen] += 1
+        order.append(chosen)
+    return order
+
+
 def check_space(config: Config) -> None:
     """Fail at start when a search-space name is not a parameter of its estimator."""
     from tabreg.models.features import build_preprocessor

@@ -6,8 +6,9 @@ locally, PostgreSQL across hosts). The study carries everything a worker needs a
 * the resolved configuration, so every worker scores the same space the same way;
 * the data version (md5 of the training split) and the code version (a hash of this package),
   so a worker with other data or other code is refused instead of mixing trials;
-* the budget, as trials created up front in the WAITING state (the first ones with a family
-  fixed, so every family gets trials): a worker claims one atomically, so the budget is exact
+* the budget, as trials created up front in the WAITING state (with their family fixed by
+  ``tune.family_weights``, or at least the first one of each family, so every family gets
+  trials): a worker claims one atomically, so the budget is exact
   however many workers run, and no trial number runs twice;
 * the time guard, as a deadline after which workers claim nothing more.
 
@@ -116,14 +117,14 @@ def check_versions(study: Any, data_version: str) -> None:
             f"{ours}: check out the same commit of the project before joining it")
 
 
-def ensure_budget(study: Any, budget: int, families: tuple[str, ...]) -> int:
-    """Create WAITING trials up to ``budget`` trials in all; the first ``len(families)``
-    trials of a study each fix one family, so that every family gets at least one trial.
+def ensure_budget(study: Any, budget: int, schedule: list[str | None]) -> int:
+    """Create WAITING trials up to ``budget`` trials in all, trial ``k`` with the family
+    ``schedule[k]`` fixed (None: the sampler picks; see ``space.family_schedule``).
     Returns how many trials of the budget are still to run."""
     existing = len(study.get_trials(deepcopy=False))
     for number in range(existing, budget):
-        fixed = {"family": families[number]} if number < len(families) else {}
-        study.enqueue_trial(fixed)
+        family = schedule[number] if number < len(schedule) else None
+        study.enqueue_trial({"family": family} if family is not None else {})
     return sum(1 for t in study.get_trials(deepcopy=False, states=_states("WAITING"))
                if t.number < budget)
 
