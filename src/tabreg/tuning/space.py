@@ -59,10 +59,10 @@ def family_schedule(families: tuple[str, ...], weights: dict[str, float] | None,
     One trial of each family comes first, so that a study the time guard stops early has
     tried them all. Then, with ``weights``, the families take turns in proportion to their
     weights (each next trial to the family furthest below its share, so any prefix of the
-    budget keeps the shares): left
-    to itself, TPE settles on the family with the best early trials and gives the others a
-    handful of trials each, too few for it to learn their spaces; the blend wants each family
-    tuned well. Without weights the sampler picks, as a plain Optuna study would.
+    budget keeps the shares). Left to itself, TPE settles on the family with the best early
+    trials and gives the others a handful of trials each, too few for it to learn their
+    spaces, while the blend wants each family tuned well. Without weights the sampler picks,
+    as in a plain Optuna study.
     """
     order: list[str | None] = list(families[:n])
     if weights is None:

@@ -6,10 +6,10 @@ locally, PostgreSQL across hosts). The study carries everything a worker needs a
 * the resolved configuration, so every worker scores the same space the same way;
 * the data version (md5 of the training split) and the code version (a hash of this package),
   so a worker with other data or other code is refused instead of mixing trials;
-* the budget, as trials created up front in the WAITING state (with their family fixed by
-  ``tune.family_weights``, or at least the first one of each family, so every family gets
-  trials): a worker claims one atomically, so the budget is exact
-  however many workers run, and no trial number runs twice;
+* the budget, as trials created up front in the WAITING state, with their family fixed by
+  ``tune.family_weights`` (without weights, only the first trial of each family): a worker
+  claims one atomically, so the budget is exact however many workers run, and no trial
+  number runs twice;
 * the time guard, as a deadline after which workers claim nothing more.
 
 A worker that dies leaves its trial RUNNING; :func:`fail_dead_trials` marks it failed, by
