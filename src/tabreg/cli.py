@@ -291,11 +291,11 @@ def _pipeline(args: argparse.Namespace, root: Path, config: Config) -> Outcome:
 
 
 def _retrain(args: argparse.Namespace, root: Path, config: Config) -> Outcome:
-    from tabreg.orchestration.stage_run import run_pipeline
+    from tabreg.orchestration.stage_run import run_stages
     from tabreg.promotion import retrain
 
-    def train() -> list[str]:
-        return [s["stage"] for s in run_pipeline(config, root) if s["ran"]]
+    def train() -> list[str]:  # the retrain run has prepared (preflight, cleanup) already
+        return [s["stage"] for s in run_stages(config, root) if s["ran"]]
 
     outcome, _ = retrain.retrain(config, root, args.trigger, retrain.Hooks(train=train))
     return outcome

@@ -57,7 +57,12 @@ def prepare(config: Config, root: Path) -> None:
     recovery.clean_up(config, root)
 
 
-def run_pipeline(config: Config, root: Path) -> list[dict]:
+def run_stages(config: Config, root: Path) -> list[dict]:
     """Every stage, in order, without an orchestrator; a failing stage stops the run."""
-    prepare(config, root)
     return [run_stage(config, root, name) for name in steps.STEP_NAMES]
+
+
+def run_pipeline(config: Config, root: Path) -> list[dict]:
+    """:func:`prepare`, then every stage."""
+    prepare(config, root)
+    return run_stages(config, root)
