@@ -87,6 +87,7 @@ def register_by_hand(root: Path, config: Config, model, **tags: str) -> str:
     from tabreg.data import synthetic
     from tabreg.promotion import registry
 
+    client = registry.client(config, root)  # first: the run is logged to this store
     example = synthetic.generate(5, seed=1)[list(config.schema.features)]
     with mlflow.start_run():
         info = mlflow.sklearn.log_model(model, name="model", input_example=example,
@@ -95,7 +96,6 @@ def register_by_hand(root: Path, config: Config, model, **tags: str) -> str:
                                                                   model.predict(example)))
     lineage = {"split_signature": registry.split_signature(config),
                "data_version": "unrecorded", **tags}
-    client = registry.client(config, root)
     return str(registry.register(client, config.registry.model_name, info.model_uri,
                                  lineage).version)
 

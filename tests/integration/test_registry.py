@@ -19,7 +19,7 @@ from tabreg.promotion.registry import CHALLENGER, CHAMPION, RegistryError
 from tabreg.steps import champion
 from tabreg.steps import register as steps
 from tests.conftest import PER_MACHINE, ROOT
-from tests.scoring_helpers import register_by_hand, write_test_split_and_store
+from tests.scoring_helpers import isolated_mlflow, register_by_hand, write_test_split_and_store
 
 pytestmark = pytest.mark.integration
 
@@ -124,6 +124,21 @@ def test_a_worse_challenger_leaves_the_champion(project, fitted):
     tags = judged.tags
     assert tags["gate.outcome"] == "keep" and "promotion needs" in tags["gate.reasons"]
     assert f"The gate (test) kept version {v1} as champion: " in judged.description
+
+
+def test_another_stores_registry_uri_is_not_used(project, fitted, tmp_path_factory):
+    """One process may open two stores (the tests do; so does a notebook): the registry
+    of the store opened last receives its versions and serves its aliases."""
+    other = write_test_split_and_store(tmp_path_factory.mktemp("other"), CONFIG)
+    elsewhere = register(other, fitted["weak"])
+    steps.gate(CONFIG, other, trigger="test")
+    with isolated_mlflow():
+        mlflow.set_registry_uri(f"sqlite:///{other / 'mlflow.db'}")
+        v1 = register(project, fitted["strong"])
+        assert steps.gate(CONFIG, project, trigger="test")["action"] == "promote"
+        assert v1 == elsewhere == "1"
+        assert aliases(project)[CHAMPION] == v1 and aliases(other)[CHAMPION] == elsewhere
+        assert len(registry.client(CONFIG, other).search_model_versions(f"name='{NAME}'")) == 1
 
 
 def test_the_first_model_must_meet_the_bar(project, fitted):

@@ -116,7 +116,8 @@ def client(config: Config, root: Path) -> Any:
     from tabreg.store import tracking
 
     tracking.start(config, root)
-    return MlflowClient()
+    uri = tracking.tracking_uri(config, root)
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 
 def get_version(mlflow_client: Any, name: str, version: str) -> Any | None:
@@ -311,13 +312,11 @@ class ModelRef:
 
 def open_store(config: Config, root: Path) -> Any:
     """An MlflowClient on the pipeline's tracking store, without creating anything in it."""
-    import mlflow
     from mlflow import MlflowClient
 
     from tabreg.store import tracking
 
-    uri = tracking.connect(config, root, must_exist=True)
-    mlflow.set_registry_uri(uri)  # where load_version resolves models:/ URIs
+    uri = tracking.connect(config, root, must_exist=True)  # also where models:/ resolve
     return MlflowClient(tracking_uri=uri, registry_uri=uri)
 
 

@@ -76,6 +76,9 @@ def connect(config: Config, root: Path, *, must_exist: bool = False) -> str:
     if must_exist:
         check_reachable(uri, must_exist=True)
     mlflow.set_tracking_uri(uri)
+    # The registry lives in the same store: without this, a registry URI set earlier in the
+    # process (another store's) would receive this store's versions and resolve its models:/.
+    mlflow.set_registry_uri(uri)
     return uri
 
 
