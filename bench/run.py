@@ -380,33 +380,20 @@ def _curve_marks(curve: list[dict]) -> str:
 # --- serving --------------------------------------------------------------------------------
 
 def _register(config, store: Path, rows: int, iterations: int) -> str:
-    """A gradient-boosting model fitted on generated rows, registered as champion."""
+    """A gradient-boosting model fitted on generated rows, with its prediction intervals as
+    the train stage calibrates them, registered as champion (the tests' helpers)."""
     import mlflow
-    import mlflow.sklearn
-    from mlflow import MlflowClient
-    from mlflow.models import infer_signature
 
-    from tabreg.data import synthetic
-    from tabreg.models.candidates import Candidate, make_pipeline
-    from tabreg.promotion import registry
+    from tests.scoring_helpers import Store, fit_small, log_and_register, with_intervals
 
     uri = f"sqlite:///{store / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
     mlflow.set_experiment(experiment_id=mlflow.create_experiment(
         "bench-serving", artifact_location=(store / "mlartifacts").as_uri()))
-    frame = synthetic.generate(rows, seed=2)
-    X = frame[list(config.schema.features)]
-    model = make_pipeline(Candidate("hist_gradient_boosting", {}, {"max_iter": iterations}),
-                          config).fit(X, frame[config.schema.target])
-    with mlflow.start_run():
-        info = mlflow.sklearn.log_model(
-            model, name="model", signature=infer_signature(X.head(5), model.predict(X.head(5))),
-            input_example=X.head(5), serialization_format="cloudpickle")
-    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
-    version = registry.register(client, config.registry.model_name, info.model_uri, {})
-    client.set_registered_model_alias(config.registry.model_name, registry.CHAMPION,
-                                      version.version)
+    pipeline, frame = fit_small(config, rows, seed=2, max_iter=iterations)
+    log_and_register(Store(uri, config.registry.model_name, config, frame),
+                     with_intervals(pipeline, frame, config),
+                     frame[list(config.schema.features)].head(5))
     return uri
 
 

@@ -17,7 +17,7 @@ REAL_SHA256 = "354f441b3af4eb54e07818501dafc9b0865162d85a24769d754238acedc82ae1"
 PROJECT_FILES = ("params.yaml", "profile.yaml", "dvc.yaml", ".dvcignore", "expectations",
                  "plots", "src/tabreg")
 #: Environment variables that would point a throwaway project at the user's data or stores.
-PER_MACHINE = ("DATA_SOURCE", "MLFLOW_TRACKING_URI", "OPTUNA_STORAGE")
+PER_MACHINE = ("DATA_SOURCE", "MLFLOW_TRACKING_URI", "OPTUNA_STORAGE", "INFERENCE_LOG")
 
 #: A budget small enough for tests: every family, a few trials, seconds each.
 TINY = {
@@ -42,6 +42,16 @@ TINY = {
 os.environ.setdefault("DVC_NO_ANALYTICS", "1")
 os.environ.setdefault("GX_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _inference_log_outside_the_repository(tmp_path_factory) -> Iterator[None]:
+    """Rows that tests score in-process against the repository's own params.yaml (root ".")
+    go to a throwaway folder, not the repository's ``logs/``; a test that clears
+    PER_MACHINE logs into its own project, as a user's would."""
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("INFERENCE_LOG", str(tmp_path_factory.mktemp("inference-log")))
+        yield
 
 
 def real_dataset() -> Path | None:

@@ -1,6 +1,6 @@
 """A registered model for the scoring and serving tests, without running the pipeline: a small
-gradient-boosting pipeline fitted on generated districts, logged with its signature to a
-throwaway MLflow store, registered, and made champion."""
+gradient-boosting pipeline fitted on generated districts, with its prediction intervals, logged
+with its signature to a throwaway MLflow store, registered, and made champion."""
 
 from __future__ import annotations
 
@@ -50,15 +50,35 @@ def log_and_register(store: Store, pipeline, example: pd.DataFrame, champion: bo
     mlflow.set_tracking_uri(store.uri)
     mlflow.set_registry_uri(store.uri)
     client = MlflowClient(tracking_uri=store.uri, registry_uri=store.uri)
-    signature = infer_signature(example, pipeline.predict(example))
     with mlflow.start_run():
-        info = mlflow.sklearn.log_model(pipeline, name="model", signature=signature,
-                                        input_example=example,
-                                        serialization_format="cloudpickle")
+        if hasattr(pipeline, "predict_interval"):  # as the train stage logs it
+            from tabreg.models import pyfunc
+
+            info = pyfunc.log_model(pipeline, name="model", input_example=example)
+        else:  # as versions registered before intervals were logged
+            signature = infer_signature(example, pipeline.predict(example))
+            info = mlflow.sklearn.log_model(pipeline, name="model", signature=signature,
+                                            input_example=example,
+                                            serialization_format="cloudpickle")
     version = registry.register(client, store.name, info.model_uri, {})
     if champion:
         client.set_registered_model_alias(store.name, registry.CHAMPION, version.version)
     return str(version.version)
+
+
+def with_intervals(pipeline, frame: pd.DataFrame, config: Config):
+    """``pipeline`` with its prediction intervals, calibrated as the train stage does, on
+    out-of-fold predictions of the same pipeline (3 folds of ``frame``)."""
+    from sklearn.base import clone
+    from sklearn.model_selection import cross_val_predict
+
+    from tabreg.models.intervals import ConformalRegressor
+
+    schema = config.schema
+    X, y = frame[list(schema.features)], frame[schema.target].to_numpy(dtype=float)
+    oof = cross_val_predict(clone(pipeline), X, y, cv=3)
+    return ConformalRegressor(pipeline, schema.numeric, schema.categorical,
+                              level=config.serve.interval).calibrate(X, y, oof)
 
 
 def write_test_split_and_store(root: Path, config: Config) -> Path:
@@ -112,7 +132,8 @@ def make_store(tmp: Path, rows: int = 800) -> Store:
     mlflow.set_experiment(experiment_id=experiment)
     pipeline, frame = fit_small(config, rows)
     store = Store(uri, config.registry.model_name, config, frame)
-    log_and_register(store, pipeline, frame[list(config.schema.features)].head(5))
+    log_and_register(store, with_intervals(pipeline, frame, config),
+                     frame[list(config.schema.features)].head(5))
     return store
 
 

@@ -26,6 +26,7 @@ ENV_OVERRIDES: dict[str, str] = {
     "MLFLOW_TRACKING_URI": "tracking.uri",
     "OPTUNA_STORAGE": "tune.storage",
     "SERVICES_DATABASE_URL": "services.database_url",
+    "INFERENCE_LOG": "monitor.log",
 }
 
 #: Columns the pipeline adds to every table it writes: a stable row identity and the file
@@ -113,6 +114,7 @@ class PathsConfig(_Frozen):
     tuning: str = "models/tuning.json"  # the study's result: the chosen candidate
     model: str = "models/model"  # the trained model (an MLflow model folder)
     model_record: str = "models/train.json"  # the training run, its params and data version
+    oof: str = "models/oof.parquet"  # the chosen candidate's out-of-fold predictions on train
     reports: str = "reports"
 
 
@@ -391,6 +393,24 @@ class ServeConfig(_Frozen):
     port: int = Field(default=5001, ge=1, le=65535)
     workers: int = Field(default=1, ge=1, description="server processes behind the port")
     chunk_rows: int = Field(default=100_000, ge=1, description="batch scoring chunk size")
+    fast: bool = Field(default=True, description="the server computes with the fitted "
+                       "model's arithmetic in numpy (tabreg.serving.fast), not sklearn's calls")
+    interval: float = Field(default=0.9, gt=0.0, lt=1.0,
+                            description="prediction intervals' coverage level")
+    interval_scale: Literal["difficulty", "constant"] = Field(
+        default="difficulty", description="difficulty: narrower where the model is surer")
+
+
+class MonitorConfig(_Frozen):
+    """What the served model leaves for monitoring: the inference log
+    (``tabreg.serving.inference_log``)."""
+
+    log: str = Field(default="logs/inference", description="a folder under the project "
+                     "(Parquet by day) or a database URL; empty: no inference log")
+    log_batch_rows: int = Field(default=1000, ge=1, description="rows per write")
+    log_flush_seconds: float = Field(default=2.0, gt=0, description="longest wait to write")
+    log_max_rows: int = Field(default=100_000, ge=1,
+                              description="rows held in memory at most (more are dropped)")
 
 
 class ServicesConfig(_Frozen):
@@ -442,6 +462,7 @@ class Config(_Frozen):
     promotion: PromotionConfig = PromotionConfig()
     retrain: RetrainConfig = RetrainConfig()
     serve: ServeConfig = ServeConfig()
+    monitor: MonitorConfig = MonitorConfig()
     services: ServicesConfig = ServicesConfig()
     profiles: dict[str, dict[str, Any]] = {}
     profile: str = "default"

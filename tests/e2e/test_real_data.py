@@ -78,9 +78,12 @@ def test_hash_strategy_keeps_every_stratum_within_one_point(project):
 
 @pytest.fixture(scope="module")
 def model(project):
-    import mlflow.sklearn
+    """The trained regressor (its ``predict`` is the point prediction)."""
+    import mlflow.pyfunc
 
-    return mlflow.sklearn.load_model(str(project / "models/model"))
+    from tabreg.models.pyfunc import fitted
+
+    return fitted(mlflow.pyfunc.load_model(str(project / "models/model")))
 
 
 def test_quick_profile_model_quality_on_the_real_data(project):
@@ -122,4 +125,17 @@ def test_the_model_is_registered_and_served_as_the_first_champion(project, model
     champion = mlflow.pyfunc.load_model("models:/housing@champion")
     test = pd.read_parquet(project / "data/split/test.parquet").head(200)
     features = [c for c in test.columns if c not in ("row_id", "batch", "median_house_value")]
-    np.testing.assert_allclose(champion.predict(test[features]), model.predict(test[features]))
+    served = champion.predict(test[features])
+    np.testing.assert_allclose(served["prediction"], model.predict(test[features]))
+    assert (served["lower"] < served["prediction"]).all()
+
+
+def test_prediction_intervals_hold_their_level_on_the_real_test_split(project):
+    import json
+
+    metrics = json.loads((project / "reports/metrics.json").read_text())
+    assert metrics["interval_coverage"] == pytest.approx(0.9, abs=0.02), metrics
+    slices = json.loads((project / "reports/slices.json").read_text())
+    solid = [r for r in slices if r["n"] >= 100]
+    assert solid and all(abs(r["coverage"] - 0.9) <= 0.05 for r in solid), [
+        (r["slice"], r["value"], r["n"], round(r["coverage"], 3)) for r in solid]

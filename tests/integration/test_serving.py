@@ -70,9 +70,17 @@ def rows(store):
 
 
 def champion_predictions(store, frame) -> np.ndarray:
+    """The champion's point predictions, in process (with or without intervals)."""
+    return champion_output(store, frame)[0]
+
+
+def champion_output(store, frame) -> tuple:
     import mlflow.pyfunc
 
-    return mlflow.pyfunc.load_model(f"models:/{store.name}@champion").predict(frame)
+    from tabreg.models.intervals import split_output
+
+    return split_output(mlflow.pyfunc.load_model(f"models:/{store.name}@champion")
+                        .predict(frame))
 
 
 def payloads(frame) -> dict:
@@ -103,8 +111,12 @@ def test_good_payloads_match_the_champion_in_process(server, store, rows, fmt):
     answer = server.post(payloads(frame)[fmt])
     assert answer.status_code == 200, answer.text
     body = answer.json()
-    np.testing.assert_allclose(body["predictions"], champion_predictions(store, frame),
-                               rtol=1e-12)
+    point, lower, upper = champion_output(store, frame)
+    np.testing.assert_allclose(body["predictions"], point, rtol=1e-12)
+    # Each prediction's interval (serve.interval), beside it: old clients read predictions.
+    np.testing.assert_allclose(body["lower"], lower, rtol=1e-12)
+    np.testing.assert_allclose(body["upper"], upper, rtol=1e-12)
+    assert (lower < point).all() and (point < upper).all()
     assert len(body["flags"]) == len(frame)
 
 
@@ -230,6 +242,8 @@ def test_a_new_champion_is_picked_up_without_a_restart(server, store, rows):
     body = server.post(payloads(rows.head(20))["dataframe_split"]).json()
     assert body["model"]["version"] == version
     np.testing.assert_allclose(body["predictions"], pipeline.predict(rows.head(20)), rtol=1e-12)
+    # A version registered before intervals existed answers without them.
+    assert "lower" not in body and "upper" not in body
 
 
 def _serve(store_uri: str, port: int, log: Path, *extra: str) -> subprocess.Popen:

@@ -18,12 +18,20 @@ from tests.conftest import set_params
 pytestmark = pytest.mark.integration
 
 
-@pytest.fixture
-def trained(make_project) -> Path:
-    root = make_project(rows=2500, git=True)
-    training(root=str(root))
-    mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
-    return root
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, params) -> Path:
+    """One trained project for the module (the re-evaluation test, last, changes it only
+    by a re-evaluation)."""
+    from tests.conftest import PER_MACHINE, build_project
+    from tests.scoring_helpers import isolated_mlflow
+
+    with pytest.MonkeyPatch.context() as env, isolated_mlflow():
+        for var in PER_MACHINE:
+            env.delenv(var, raising=False)
+        root = build_project(tmp_path_factory.mktemp("tracked"), params, rows=2500, git=True)
+        training(root=str(root))
+        mlflow.set_tracking_uri(f"sqlite:///{root / 'mlflow.db'}")
+        yield root
 
 
 def test_mlflow_holds_the_pipeline_run_trials_and_model(trained):
@@ -94,12 +102,17 @@ def test_logged_model_predicts_the_same_in_a_fresh_process(trained):
         "import sys, mlflow, pandas as pd\n"
         f"mlflow.set_tracking_uri('sqlite:///{root / 'mlflow.db'}')\n"
         f"m = mlflow.pyfunc.load_model('{train['model_uri']}')\n"
-        f"m.predict(pd.read_parquet('{root / 'sample.parquet'}')).tofile(sys.argv[1])\n")
+        f"m.predict(pd.read_parquet('{root / 'sample.parquet'}')).to_numpy(float)"
+        ".tofile(sys.argv[1])\n")
     out = root / "pred.bin"
     done = subprocess.run([sys.executable, "-c", script, str(out)], capture_output=True,
                           text=True, cwd=root)
     assert done.returncode == 0, done.stderr
-    np.testing.assert_array_equal(np.fromfile(out), np.asarray(here, dtype=float))
+    # The pyfunc output is the prediction and its interval, in this order.
+    assert list(here.columns) == ["prediction", "lower", "upper"]
+    assert (here["lower"] < here["prediction"]).all() and \
+        (here["prediction"] < here["upper"]).all()
+    np.testing.assert_array_equal(np.fromfile(out), here.to_numpy(dtype=float).ravel())
     assert mlflow.models.get_model_info(train["model_uri"]).signature.inputs.input_names() == \
         features
 
@@ -130,6 +143,18 @@ def test_quality_on_generated_data(trained):
     assert metrics["r2"] > 0.5  # a tiny budget still learns the generator's structure
     card = (trained / "reports/model_card.md").read_text()
     assert f"{metrics['rmse']:,.0f}" in card
+    # Intervals calibrated on the ~2,000 training rows hold on the ~500 test rows.
+    assert 0.85 <= metrics["interval_coverage"] <= 0.95, metrics
+    assert f"held the truth for {metrics['interval_coverage']:.1%}" in card
+    slices = json.loads((trained / "reports/slices.json").read_text())
+    assert all(0 <= r["coverage"] <= 1 and r["width"] > 0 for r in slices)
+    train = json.loads((trained / "models/train.json").read_text())
+    rows = len(pd.read_parquet(trained / "data/split/train.parquet"))
+    assert train["interval"]["level"] == 0.9 and train["interval"]["calibration_rows"] == rows
+    run = mlflow.get_run(train["run_id"])
+    assert run.data.metrics["test_interval_coverage"] == pytest.approx(
+        metrics["interval_coverage"], abs=1e-4)
+    assert run.data.params["serve.interval"] == "0.9"
 
 
 def test_reevaluating_the_same_model_registers_no_new_version(trained):
@@ -142,3 +167,23 @@ def test_reevaluating_the_same_model_registers_no_new_version(trained):
     assert len(mlflow.MlflowClient().search_model_versions("name='housing'")) == 1
     decision = json.loads((root / "reports/promotion.json").read_text())
     assert decision["action"] in ("none", "keep champion")  # nothing new to judge
+
+
+def test_the_fast_path_equals_the_registered_model_on_the_test_split(trained):
+    """What the server computes (``tabreg.serving.fast``) is what the registered pyfunc model
+    computes, on every row of the test split, at once and a row at a time."""
+    from tabreg.config import load_config
+    from tabreg.serving import fast, scoring
+
+    train = json.loads((trained / "models/train.json").read_text())
+    loaded = mlflow.pyfunc.load_model(train["model_uri"])
+    test = pd.read_parquet(trained / "data/split/test.parquet")
+    spec = scoring.spec_for(loaded, load_config(trained / "params.yaml").schema)
+    features = scoring.check_frame(test, spec).features
+    expected = loaded.predict(features)
+    run = fast.compile_model(scoring.raw_model(loaded))
+    for got, column in zip(run(features), ("prediction", "lower", "upper"), strict=True):
+        np.testing.assert_allclose(got, expected[column], rtol=1e-6)
+    for i in range(0, len(features), 25):  # one-row requests, as the server mostly gets
+        np.testing.assert_allclose(run(features.iloc[[i]])[0], expected["prediction"].iloc[i],
+                                   rtol=1e-6)

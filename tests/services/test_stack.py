@@ -212,3 +212,29 @@ def test_reachability_names_each_unreachable_url(stack: Stack) -> None:
 def test_start_time_is_reported(stack: Stack) -> None:
     assert any(line.startswith("services started in") for line in stack.output)
     assert stack.started_in_s < 180
+
+
+def test_the_inference_log_goes_to_the_stacks_postgresql(stack: Stack) -> None:
+    """``INFERENCE_LOG`` from the stack's exports: the servers of any host log into one table
+    that monitoring reads with SQL."""
+    import pandas as pd
+    from sqlalchemy import create_engine
+
+    from tabreg.serving import inference_log as il
+
+    url = stack.exports["INFERENCE_LOG"]
+    log = il.InferenceLog(il.open_writer(url, stack.root), target="stack", batch_rows=2,
+                          flush_seconds=0.1).start()
+    for i in range(5):
+        features = pd.DataFrame({"median_income": [1.0 + i, 2.0], "ocean_proximity": ["INLAND",
+                                                                                     None]})
+        log.append(features, {"prediction": [10.0 * i, 1.0], "lower": [1.0, 0.0],
+                              "upper": [20.0 * i + 1, 2.0], "flags": ["", "missing:x"]},
+                   request_id=f"q{i}", source="serve", model="housing", version="2")
+    log.close()
+    assert log.status()["rows_logged"] == 10 and log.status()["status"] == "ok"
+    table = pd.read_sql(f"select * from {il.TABLE} where model_version = '2' order by "
+                        "request_id, row", create_engine(url))
+    assert len(table) == 10 and table["request_id"].tolist()[:2] == ["q0", "q0"]
+    assert table["prediction"].tolist()[:2] == [0.0, 1.0]
+    assert table["ocean_proximity"].isna().sum() == 5 and str(table["time"].dt.tz) == "UTC"

@@ -382,6 +382,29 @@ def test_model_card_contents() -> None:
     assert card.worst_slice([]) is None
 
 
+def test_slice_table_and_card_with_prediction_intervals() -> None:
+    frame = pd.DataFrame({"cat": ["a", "a", "b", "b"]})
+    y = np.array([10.0, 20.0, 30.0, 40.0])
+    lower, upper = np.array([9.0, 21.0, 25.0, 35.0]), np.array([11.0, 25.0, 35.0, 45.0])
+    table = slices.slice_table(frame, y, y, [Slice(name="cat", column="cat")],
+                               bounds=(lower, upper))
+    assert [(r["coverage"], r["width"]) for r in table] == [(0.5, 3.0), (1.0, 10.0)]
+    assert metrics.coverage(y, lower, upper) == {"coverage": 0.75, "width": 6.5}
+
+    covered = [{**r, "coverage": c, "width": 60_000.0}
+               for r, c in zip(TABLE, (0.91, 0.83, 0.5, 0.9), strict=True)]
+    found = card.data_limitations(np.linspace(1, 2, 400), covered, "districts", 0.9)
+    # After the tiny ISLAND: only the slice with enough rows that misses the level by > 5.
+    assert found[1:] == ["The 90% prediction intervals miss their level by more than 5% in "
+                     "income_cat = 2 (83.0% of 280): trust their width less there."]
+    text = _card(covered, level=0.9, metrics={"rmse": 41_448.3, "interval_coverage": 0.8964,
+                                              "interval_width": 131_002.0, "n": 4128})
+    assert "Each prediction comes with a 90% interval: on the test set it held the truth " \
+           "for 89.6% of the rows (mean width 131,002)." in text
+    assert "| Prediction interval coverage (level 90%) | 89.6% |" in text
+    assert "| interval coverage | interval width |" in text and "| 83.0% | 60,000 |" in text
+
+
 def test_limitations_follow_the_data() -> None:
     """A cap or a tiny slice is stated only when the test data shows it."""
     problem = load_config(ROOT / "params.yaml", env={}).problem

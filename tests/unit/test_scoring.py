@@ -197,12 +197,24 @@ def test_predict_command_scores_with_the_champion(store, rows, tmp_path, monkeyp
     import mlflow.pyfunc
 
     monkeypatch.setenv("MLFLOW_TRACKING_URI", store.uri)
+    monkeypatch.setenv("INFERENCE_LOG", str(tmp_path / "log"))
     src = _write(rows, tmp_path / "in.parquet")
     params = ["--params", str(ROOT / "params.yaml"), "-q"]
     assert cli.run([*params, "predict", str(src), str(tmp_path / "out.csv")]) == 0
     champion = mlflow.pyfunc.load_model(f"models:/{store.name}@champion")
     expected = champion.predict(rows[FEATURES])
-    np.testing.assert_allclose(_read(tmp_path / "out.csv")[PREDICTION], expected, rtol=1e-12)
+    scored = _read(tmp_path / "out.csv")
+    # Each row's prediction and its interval, as the registered model gives them.
+    assert list(scored.columns) == ["row_id", "prediction", "lower", "upper", "flags"]
+    for column in ("prediction", "lower", "upper"):
+        np.testing.assert_allclose(scored[column], expected[column], rtol=1e-12)
+
+    # Every scored row is in the inference log, under the run's id.
+    logged = pd.read_parquet(tmp_path / "log").sort_values("row")
+    assert len(logged) == len(rows) and logged["request_id"].nunique() == 1
+    assert set(logged["source"]) == {"predict"} and set(logged["model_version"]) == {"1"}
+    np.testing.assert_allclose(logged["prediction"], expected["prediction"], rtol=1e-12)
+    assert logged["row_id"].tolist() == scored["row_id"].astype(str).tolist()
 
     assert cli.run([*params, "predict", "--version", "1", str(src),
                     str(tmp_path / "v1.parquet")]) == 0

@@ -43,9 +43,17 @@ def capped_at(y: object) -> float | None:
     return top if int(np.sum(values == top)) >= max(5, CAP_SHARE * values.size) else None
 
 
-def data_limitations(y_true: object, slices: list[dict], rows: str = "rows") -> list[str]:
-    """What the test data shows about its own limits, each only when it holds: a capped target
-    and slice values with too few rows to measure. ``rows`` names what a row is."""
+#: Slices of at least this many rows whose interval coverage is further than COVERAGE_GAP
+#: from the level are named among the limitations.
+MIN_ROWS_FOR_COVERAGE, COVERAGE_GAP = 100, 0.05
+
+
+def data_limitations(y_true: object, slices: list[dict], rows: str = "rows",
+                     level: float | None = None) -> list[str]:
+    """What the test data shows about its own limits, each only when it holds: a capped target,
+    slice values with too few rows to measure, and slices whose prediction intervals (at
+    ``level``) cover the truth much more or less often than promised. ``rows`` names what a
+    row is."""
     values = np.asarray(y_true, dtype=float)
     found = []
     cap = capped_at(values)
@@ -62,6 +70,13 @@ def data_limitations(y_true: object, slices: list[dict], rows: str = "rows") -> 
     for name, values_ in small.items():
         found.append(f"Too few test {rows} to measure in slice {name}: {', '.join(values_)}; "
                      f"their slice metrics are noise (fewer than {MIN_ROWS_FOR_WORST} rows).")
+    off = [r for r in slices if level is not None and "coverage" in r
+           and r["n"] >= MIN_ROWS_FOR_COVERAGE and abs(r["coverage"] - level) > COVERAGE_GAP]
+    if off:
+        found.append(f"The {level:.0%} prediction intervals miss their level by more than "
+                     f"{COVERAGE_GAP:.0%} in " + ", ".join(
+                         f"{r['slice']} = {r['value']} ({r['coverage']:.1%} of {r['n']:,})"
+                         for r in off) + ": trust their width less there.")
     return found
 
 
@@ -104,14 +119,18 @@ def _details(family: str, params: dict, git_commit: str, data_version: str, spli
     return lines
 
 
-def _metrics(metrics: dict, interval: tuple[float, float], confidence: float) -> list[str]:
+def _metrics(metrics: dict, interval: tuple[float, float], confidence: float,
+             level: float | None = None) -> list[str]:
     rows: list[tuple[str, str]] = []
     if "rmse" in metrics:
         rows.append(("RMSE", number(metrics["rmse"])))
     rows.append((f"RMSE {confidence:.0%} interval (bootstrap)",
                  f"{number(interval[0])} – {number(interval[1])}"))
     named = {"mae": ("MAE", number), "r2": ("R²", lambda v: f"{v:.4f}"),
-             "mape": ("MAPE", lambda v: f"{v:.1f}%"), "n": ("Test rows", lambda v: f"{v:,}")}
+             "mape": ("MAPE", lambda v: f"{v:.1f}%"), "n": ("Test rows", lambda v: f"{v:,}"),
+             "interval_coverage": (f"Prediction interval coverage (level {level or 0:.0%})",
+                                   lambda v: f"{v:.1%}"),
+             "interval_width": ("Prediction interval mean width", number)}
     for key, (label, fmt) in named.items():
         if key in metrics:
             rows.append((label, fmt(metrics[key])))
@@ -126,11 +145,14 @@ def _slices(slices: list[dict]) -> list[str]:
     worst = worst_slice(slices)
     ranged = any(r.get("range") for r in slices)
     rows = []
+    covered = all("coverage" in r for r in slices)
     for r in slices:
         row = [r["slice"], r["value"], *([r.get("range", "")] if ranged else []), f"{r['n']:,}",
-               number(r["rmse"]), number(r["mae"]), number(r["bias"], signed=True)]
+               number(r["rmse"]), number(r["mae"]), number(r["bias"], signed=True),
+               *([f"{r['coverage']:.1%}", number(r["width"])] if covered else [])]
         rows.append([f"**{c}**" if c != "" else c for c in row] if r is worst else row)
-    header = ["slice", "value", *(["range"] if ranged else []), "n", "RMSE", "MAE", "bias"]
+    header = ["slice", "value", *(["range"] if ranged else []), "n", "RMSE", "MAE", "bias",
+              *(["interval coverage", "interval width"] if covered else [])]
     lines += _table(header, rows)
     if worst is not None:
         lines += ["", f"Worst slice (in bold; at least {MIN_ROWS_FOR_WORST} rows): "
@@ -172,19 +194,24 @@ def model_card(*, name: str, data_version: str, git_commit: str, family: str, pa
                metrics: dict, interval: tuple[float, float], confidence: float,
                slices: list[dict], split: dict, trained_at: str,
                problem: ProblemConfig | None = None, target: str = "the target",
-               limitations: list[str] | None = None) -> str:
+               limitations: list[str] | None = None, level: float | None = None) -> str:
     """The model card as Markdown text (the caller decides where to write it). ``problem``
     says what the target is and what the model is for; ``target`` names the target column
     when ``problem.target`` does not describe it; ``limitations`` adds what the data showed
-    (:func:`data_limitations`)."""
+    (:func:`data_limitations`); ``level`` is the prediction intervals' (``serve.interval``).
+    """
     problem = problem or ProblemConfig()
     unit = f" ({problem.unit})" if problem.unit else ""
     lines = [f"# Model card: {name}", "",
              f"A `{family}` regressor predicting {problem.target or target}{unit}. Test RMSE "
              f"{number(metrics.get('rmse', 0.0))} ({confidence:.0%} interval "
              f"{number(interval[0])} – {number(interval[1])}).", ""]
+    if level is not None and "interval_coverage" in metrics:
+        lines[-1:] = [f"Each prediction comes with a {level:.0%} interval: on the test set it "
+                      f"held the truth for {metrics['interval_coverage']:.1%} of the "
+                      f"{problem.rows} (mean width {number(metrics['interval_width'])}).", ""]
     lines += _details(family, params, git_commit, data_version, split, trained_at)
     lines += ["", *_purpose(problem), ""]
-    lines += _metrics(metrics, interval, confidence) + [""]
+    lines += _metrics(metrics, interval, confidence, level) + [""]
     lines += _slices(slices) + ["", *_limitations(problem, limitations or []), ""]
     return "\n".join(lines + _reproduce(git_commit, data_version))

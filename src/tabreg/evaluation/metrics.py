@@ -121,3 +121,11 @@ def paired_bootstrap_diff(y_true: object, pred_a: object, pred_b: object, *,
     low, high = _percentiles(np.concatenate(chunks), confidence)
     diff = float(np.sqrt(sq_a.mean()) - np.sqrt(sq_b.mean()))
     return {"diff": diff, "low": low, "high": high, "n_resamples": int(n_resamples)}
+
+
+def coverage(y: np.ndarray, lower: np.ndarray, upper: np.ndarray) -> dict[str, float]:
+    """The share of rows whose interval holds the truth, and the intervals' mean width."""
+    y = np.asarray(y, dtype=float)
+    inside = (lower <= y) & (y <= upper)
+    return {"coverage": float(inside.mean()) if y.size else float("nan"),
+            "width": float(np.mean(upper - lower)) if y.size else float("nan")}

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING
 import numpy as np
 import pandas as pd
 
-from tabreg.evaluation.metrics import _check, regression_metrics
+from tabreg.evaluation.metrics import _check, coverage, regression_metrics
 
 if TYPE_CHECKING:
     from tabreg.config import Slice
@@ -75,10 +75,13 @@ def _row(name: str, value: str, y: np.ndarray, pred: np.ndarray, total: int) -> 
 
 
 def slice_table(frame: pd.DataFrame, y_true: object, y_pred: object,
-                slices: Iterable[Slice]) -> list[dict]:
+                slices: Iterable[Slice],
+                bounds: tuple[np.ndarray, np.ndarray] | None = None) -> list[dict]:
     """One row per (slice, value) present in the data: slice, value, n, share, rmse, mae,
     bias (mean of predicted − actual; positive means over-prediction), and for a labelled bin
-    its ``range`` in words (``1.5 < median_income ≤ 3`` beside the label ``2``).
+    its ``range`` in words (``1.5 < median_income ≤ 3`` beside the label ``2``). With the
+    prediction intervals' ``bounds`` (lower, upper), also their ``coverage`` and mean
+    ``width`` in the slice.
 
     ``y_true`` and ``y_pred`` are matched to ``frame`` by position. Rows come in the order of
     ``slices``, then bin order (or alphabetical for categories), "missing" last; values with
@@ -94,5 +97,7 @@ def slice_table(frame: pd.DataFrame, y_true: object, y_pred: object,
         for value in sorted(set(labels), key=functools.partial(_sort_key, spec)):
             rows = labels == value
             row = _row(spec.name, value, y[rows], p[rows], y.size)
+            if bounds is not None:
+                row.update(coverage(y[rows], bounds[0][rows], bounds[1][rows]))
             table.append({**row, "range": ranges[value]} if value in ranges else row)
     return table

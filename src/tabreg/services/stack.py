@@ -71,6 +71,8 @@ def exports(services: ServicesConfig, layout: Layout) -> dict[str, str]:
         "MLFLOW_TRACKING_URI": f"http://{host}:{services.mlflow_port}",
         "PREFECT_API_URL": prefect_server.api_url(services.host, services.prefect_port),
         "OPTUNA_STORAGE": postgres.with_database(database_url(services, layout), "optuna"),
+        # The servers' inference log, as a table the monitoring on any host can read.
+        "INFERENCE_LOG": postgres.with_database(database_url(services, layout), "inference"),
     }
 
 

@@ -44,10 +44,13 @@ import pandas as pd
 from tabreg.config import BATCH, ROW_ID, Config, SchemaConfig
 from tabreg.data.ingest import FLOAT32_MAX
 from tabreg.errors import ConfigError, SchemaError, TabregError
+from tabreg.serving import inference_log
 
 log = logging.getLogger(__name__)
 
 PREDICTION = "prediction"
+#: The prediction interval's bounds (``serve.interval``), beside each prediction.
+LOWER, UPPER = "lower", "upper"
 FLAGS = "flags"
 UNKNOWN_CATEGORY = "unknown_category"
 MISSING = "missing"
@@ -90,14 +93,12 @@ def _signature_inputs(model: Any) -> list[tuple[str, str]] | None:
 
 
 def raw_model(model: Any) -> Any:
-    """The estimator inside an MLflow pyfunc model (the model itself otherwise)."""
-    getter = getattr(model, "get_raw_model", None)
-    if getter is None:
+    """The fitted estimator inside an MLflow pyfunc model (the model itself otherwise)."""
+    if not hasattr(model, "unwrap_python_model"):  # not a loaded MLflow model
         return model
-    try:
-        return getter()
-    except Exception:  # noqa: BLE001 - a flavour without a raw model: nothing to inspect
-        return model
+    from tabreg.models.pyfunc import fitted
+
+    return fitted(model)
 
 
 def known_categories(estimator: Any) -> dict[str, frozenset[str]]:
@@ -357,13 +358,22 @@ def check_frame(frame: pd.DataFrame, spec: InputSpec, *, first_row: int = 0,
     return Checked(features, _join_flags(masks, len(features)), counts)
 
 
-def predict(model: Any, features: pd.DataFrame) -> np.ndarray:
-    """The model's predictions as one float per row."""
-    pred = np.asarray(model.predict(features), dtype="float64").reshape(-1)
+def predict_interval(model: Any, features: pd.DataFrame
+                     ) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+    """The model's predictions, one float per row, and their intervals' bounds (None for a
+    version registered before intervals)."""
+    from tabreg.models.intervals import split_output
+
+    pred, lower, upper = split_output(model.predict(features))
     if pred.shape[0] != len(features):
         raise TabregError(f"the model returned {pred.shape[0]} predictions for "
                           f"{len(features)} rows")
-    return pred
+    return pred, lower, upper
+
+
+def predict(model: Any, features: pd.DataFrame) -> np.ndarray:
+    """The model's predictions as one float per row."""
+    return predict_interval(model, features)[0]
 
 
 def row_identity(frame: pd.DataFrame, features: pd.DataFrame, schema: SchemaConfig,
@@ -392,15 +402,23 @@ def row_identity(frame: pd.DataFrame, features: pd.DataFrame, schema: SchemaConf
 
 def score_frame(model: Any, frame: pd.DataFrame, spec: InputSpec, schema: SchemaConfig, *,
                 id_column: str | None = None, first_row: int = 0, where: str = "input",
-                label: Callable[[int], str] = row_label) -> tuple[pd.DataFrame, dict[str, int]]:
-    """Check and score one frame: ``row_id``, ``prediction`` and ``flags`` per row, and the
-    number of rows carrying each flag."""
+                label: Callable[[int], str] = row_label,
+                on_scored: Callable[[pd.DataFrame, dict[str, Any]], None] | None = None
+                ) -> tuple[pd.DataFrame, dict[str, int]]:
+    """Check and score one frame: ``row_id``, ``prediction`` (with ``lower`` and ``upper``
+    when the model has intervals) and ``flags`` per row, and the number of rows carrying each
+    flag. ``on_scored(features, columns)`` receives the checked input and those columns (for
+    the inference log)."""
     checked = check_frame(frame, spec, first_row=first_row, where=where, label=label)
     ids = row_identity(frame, checked.features, schema, id_column, where, label, first_row)
-    out = pd.DataFrame({ROW_ID: ids.to_numpy(dtype=object),
-                        PREDICTION: predict(model, checked.features),
-                        FLAGS: checked.flags})
-    return out, checked.counts
+    pred, lower, upper = predict_interval(model, checked.features)
+    columns = {ROW_ID: ids.to_numpy(dtype=object), PREDICTION: pred}
+    if lower is not None and upper is not None:
+        columns.update({LOWER: lower, UPPER: upper})
+    columns[FLAGS] = checked.flags
+    if on_scored is not None:
+        on_scored(checked.features, columns)
+    return pd.DataFrame(columns), checked.counts
 
 
 # --- files ----------------------------------------------------------------------------------
@@ -518,9 +536,12 @@ def prepare_output(dest: Path) -> Path | None:
 
 def score_file(model: Any, spec: InputSpec, source: Path, dest: Path, *, schema: SchemaConfig,
                id_column: str | None = None, chunk_rows: int = 100_000,
-               progress: bool = False) -> dict[str, Any]:
+               progress: bool = False,
+               on_scored: Callable[[pd.DataFrame, dict[str, Any]], None] | None = None
+               ) -> dict[str, Any]:
     """Score ``source`` (CSV or Parquet) into ``dest`` (CSV or Parquet, by extension) in
-    chunks of ``chunk_rows``, so memory stays bounded whatever the file's size.
+    chunks of ``chunk_rows``, so memory stays bounded whatever the file's size (each chunk
+    handed to ``on_scored``, as :func:`score_frame` does).
 
     ``dest`` gets ``row_id``, ``prediction`` and ``flags`` per input row, in input order, and
     appears only once complete (an error leaves a previous ``dest`` untouched). Input errors
@@ -538,7 +559,7 @@ def score_file(model: Any, spec: InputSpec, source: Path, dest: Path, *, schema:
     try:
         return _score_into(model, spec, source, dest, out_kind, schema=schema,
                            id_column=id_column, chunk_rows=chunk_rows, progress=progress,
-                           where=where, label=label, header=header)
+                           where=where, label=label, header=header, on_scored=on_scored)
     except OSError as exc:  # the output cannot be written (an input fault raises SchemaError)
         if exc.filename is None or Path(exc.filename).parent != dest.parent:
             raise
@@ -547,7 +568,9 @@ def score_file(model: Any, spec: InputSpec, source: Path, dest: Path, *, schema:
 
 def _score_into(model: Any, spec: InputSpec, source: Path, dest: Path, out_kind: str, *,
                 schema: SchemaConfig, id_column: str | None, chunk_rows: int, progress: bool,
-                where: str, label: Callable[[int], str], header: list[str]) -> dict[str, Any]:
+                where: str, label: Callable[[int], str], header: list[str],
+                on_scored: Callable[[pd.DataFrame, dict[str, Any]], None] | None = None
+                ) -> dict[str, Any]:
     from tqdm import tqdm
 
     from tabreg.io import atomic_path
@@ -563,7 +586,8 @@ def _score_into(model: Any, spec: InputSpec, source: Path, dest: Path, out_kind:
             if chunk.empty:
                 continue
             out, found = score_frame(model, chunk, spec, schema, id_column=id_column,
-                                     first_row=rows, where=where, label=label)
+                                     first_row=rows, where=where, label=label,
+                                     on_scored=on_scored)
             write(out)
             rows += len(out)
             flagged += int((out[FLAGS] != "").sum())
@@ -597,10 +621,29 @@ def predict_file(config: Config, root: Path, source: Path, dest: Path, *,
     found = registry.find_version(mlflow_client, name, version)
     model, ref = registry.load_registered(name, found, CHAMPION if version is None else None)
     spec = spec_for(model, config.schema, config.data.id_column)
-    result = score_file(model, spec, source, dest, schema=config.schema,
-                        id_column=config.data.id_column,
-                        chunk_rows=chunk_rows or config.serve.chunk_rows, progress=progress)
+    inference, run_id = inference_log.open_log(config, root), inference_log.new_request_id()
+
+    def keep(features: pd.DataFrame, scored: dict[str, Any]) -> None:
+        """Each chunk into the inference log, written before the next (memory stays one
+        chunk); a log that cannot be written is reported, never a reason to fail."""
+        if inference is not None:
+            inference.append(features, scored, request_id=run_id, source="predict",
+                             model=name, version=ref.version)
+            inference.flush()
+
+    try:
+        result = score_file(model, spec, source, dest, schema=config.schema,
+                            id_column=config.data.id_column,
+                            chunk_rows=chunk_rows or config.serve.chunk_rows, progress=progress,
+                            on_scored=keep)
+    finally:
+        if inference is not None:
+            inference.close(timeout=5)
+    logged = inference.status() if inference is not None else {"status": "off"}
+    if logged["status"] == "failing":
+        log.warning("predict: the inference log %s lost %d rows (%s)", logged["target"],
+                    logged["rows_lost"] + logged["rows_waiting"], logged["error"])
     log.info("predict: %d rows scored by %s version %s -> %s", result["rows"], name,
              ref.version, dest)
-    return {"model": ref.to_dict(), **result,
+    return {"model": ref.to_dict(), **result, "request_id": run_id, "inference_log": logged,
             **({"created_folder": str(created)} if created is not None else {})}

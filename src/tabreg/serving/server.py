@@ -7,8 +7,10 @@ A small FastAPI app run by uvicorn, speaking MLflow's scoring protocol so that c
   ``registry_error``) while the store cannot be checked; ``GET /ping``: the same, always 200;
 * ``POST /invocations``: a JSON body in one of MLflow's formats (``dataframe_split``,
   ``dataframe_records``, ``instances``, ``inputs``) or a CSV body (``Content-Type: text/csv``);
-  the answer is ``{"predictions": [...], "flags": [[...], ...], "model": {...}}`` with one
-  list of flags per row (see :mod:`tabreg.serving.scoring`). Input the model cannot take gets a 4xx
+  the answer is ``{"predictions": [...], "lower": [...], "upper": [...], "flags": [[...],
+  ...], "model": {...}}``: each prediction's interval at ``serve.interval`` (absent for a
+  version registered before intervals) and one list of flags per row (see
+  :mod:`tabreg.serving.scoring`). Input the model cannot take gets a 4xx
   whose body names each field and the rows at fault (400: not a payload; 413: too large;
   415: an unsupported content type; 422: wrong columns or values).
 
@@ -44,7 +46,7 @@ import pandas as pd
 from tabreg.config import Config
 from tabreg.errors import TabregError
 from tabreg.promotion.registry import ModelRef
-from tabreg.serving import scoring
+from tabreg.serving import inference_log, scoring
 from tabreg.serving.scoring import SAMPLE, InputError, InputSpec, Problem
 
 log = logging.getLogger(__name__)
@@ -186,6 +188,14 @@ class Served:
     ref: ModelRef
     loaded_at: float
     threads: int | None = None  # BLAS/OpenMP threads per prediction (None: no cap)
+    #: The model's arithmetic as plain numpy (``tabreg.serving.fast``); None: the plain path.
+    fast: Callable[[pd.DataFrame], tuple[Any, Any, Any]] | None = None
+
+    def predict(self, features: pd.DataFrame) -> tuple[Any, Any, Any]:
+        """(prediction, lower, upper) of each row, by the fast path when there is one."""
+        if self.fast is not None:
+            return self.fast(features)
+        return scoring.predict_interval(self.model, features)
 
 
 class ModelSlot:
@@ -239,6 +249,17 @@ class ModelSlot:
         self._stop.set()
 
 
+def compiled(model: Any, ref: ModelRef) -> Callable[[pd.DataFrame], tuple[Any, Any, Any]] | None:
+    """The fast path of a loaded model, or None (said in the log) when a step has none."""
+    from tabreg.serving import fast
+
+    try:
+        return fast.compile_model(scoring.raw_model(model))
+    except fast.NotCompiled as exc:
+        log.info("serving: %s version %s on the plain path (%s)", ref.name, ref.version, exc)
+        return None
+
+
 def registry_slot(config: Config, root: Path, *, version: str | None = None,
                   refresh: float | None = 10.0, threads: int | None = 1) -> ModelSlot:
     """A slot serving the champion, or a pinned ``version``; every ``refresh`` seconds the
@@ -261,7 +282,8 @@ def registry_slot(config: Config, root: Path, *, version: str | None = None,
     def load(found: Any) -> Served:
         model, ref = registry.load_registered(name, found, alias)
         spec = scoring.spec_for(model, config.schema, config.data.id_column)
-        return Served(model, spec, ref, time.time(), threads)
+        run = compiled(model, ref) if config.serve.fast else None
+        return Served(model, spec, ref, time.time(), threads, run)
 
     return ModelSlot(current, load, refresh)
 
@@ -292,21 +314,57 @@ def _cap_threads(threads: int | None) -> None:
         _capped.threads = threads
 
 
-def score_body(served: Served, body: bytes, content_type: str) -> dict[str, Any]:
-    """Parse, check and score one request body (the work of ``/invocations``)."""
+def score_body(served: Served, body: bytes, content_type: str,
+               on_scored: Callable[[pd.DataFrame, dict[str, Any]], None] | None = None
+               ) -> dict[str, Any]:
+    """Parse, check and score one request body (the work of ``/invocations``);
+    ``on_scored(features, scored)`` receives what the inference log keeps, before the answer
+    is sent."""
 
     _cap_threads(served.threads)
     frame = frame_from_body(body, content_type, served.spec)
     checked = scoring.check_frame(frame, served.spec, where="input")
-    predictions = scoring.predict(served.model, checked.features)
-    return {"predictions": [float(p) if math.isfinite(p) else None for p in predictions],
-            "flags": [f.split(";") if f else [] for f in checked.flags],
+    predictions, lower, upper = served.predict(checked.features)
+    if on_scored is not None:
+        on_scored(checked.features, {inference_log.ROW_ID: _given_ids(frame, served),
+                                     inference_log.PREDICTION: predictions,
+                                     inference_log.LOWER: lower, inference_log.UPPER: upper,
+                                     inference_log.FLAGS: checked.flags})
+    answer: dict[str, Any] = {"predictions": _numbers(predictions)}
+    if lower is not None and upper is not None:  # older versions have no intervals
+        answer.update(lower=_numbers(lower), upper=_numbers(upper))
+    return {**answer, "flags": [f.split(";") if f else [] for f in checked.flags],
             "model": served.ref.to_dict()}
 
 
-def create_app(slot: ModelSlot, *, max_body: int = MAX_BODY_BYTES) -> Any:
+def _given_ids(frame: pd.DataFrame, served: Served) -> Any:
+    """The rows' ids when the client sent them (a ``row_id`` column, or ``data.id_column``);
+    None otherwise, and the log names each row by the hash of its inputs."""
+    from tabreg.config import ROW_ID
+
+    if ROW_ID in frame.columns and not frame[ROW_ID].isna().any():
+        return frame[ROW_ID].astype("str").to_numpy()
+    return None
+
+
+def request_id(given: str | None) -> str:
+    """The client's ``X-Request-ID`` when it is a sensible id (so that it can join its labels
+    by its own ids), else a new one."""
+    if given and len(given) <= 128 and all(c.isalnum() or c in "-_.:" for c in given):
+        return given
+    return inference_log.new_request_id()
+
+
+def _numbers(values: Any) -> list[float | None]:
+    """JSON numbers (JSON has no NaN or infinity: those become null)."""
+    return [float(v) if math.isfinite(v) else None for v in values]
+
+
+def create_app(slot: ModelSlot, *, max_body: int = MAX_BODY_BYTES,
+               inference: inference_log.InferenceLog | None = None) -> Any:
     """The FastAPI app serving the model in ``slot`` (``/invocations``, ``/health``,
-    ``/version``), refusing bodies over ``max_body`` bytes."""
+    ``/version``), refusing bodies over ``max_body`` bytes, every scored row kept in the
+    ``inference`` log (none: not kept)."""
     from contextlib import asynccontextmanager
 
     from fastapi import FastAPI, Request
@@ -316,18 +374,24 @@ def create_app(slot: ModelSlot, *, max_body: int = MAX_BODY_BYTES) -> Any:
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
         slot.start()
+        if inference is not None:
+            inference.start()
         yield
         slot.stop()
+        if inference is not None:  # uvicorn's shutdown (SIGTERM): the answered rows, written
+            inference.close()
 
     app = FastAPI(title="tabreg", lifespan=lifespan, docs_url=None, redoc_url=None,
                   openapi_url=None)
 
     def state() -> dict[str, Any]:
         served = slot.served
-        return {"status": "degraded" if slot.last_error else "ok",
+        logged = inference.status() if inference is not None else {"status": "off"}
+        faulty = slot.last_error or logged["status"] == "failing"
+        return {"status": "degraded" if faulty else "ok",
                 "model": served.ref.to_dict(), "loaded_at": served.loaded_at,
                 "checked_at": slot.checked_at, "refresh_seconds": slot.interval,
-                "registry_error": slot.last_error}
+                "registry_error": slot.last_error, "inference_log": logged}
 
     def health() -> Any:
         """503 while the last registry check failed (a lost or damaged store, an unreachable
@@ -348,8 +412,16 @@ def create_app(slot: ModelSlot, *, max_body: int = MAX_BODY_BYTES) -> Any:
             if len(body) > max_body:
                 return _error(413, "REQUEST_TOO_LARGE", f"the body exceeds {max_body} bytes")
         content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+        rid, served = request_id(request.headers.get("x-request-id")), slot.served
+
+        def keep(features: pd.DataFrame, scored: dict[str, Any]) -> None:
+            if inference is not None:
+                inference.append(features, scored, request_id=rid, source="serve",
+                                 model=served.ref.name, version=served.ref.version)
+
         try:
-            result = await run_in_threadpool(score_body, slot.served, bytes(body), content_type)
+            result = await run_in_threadpool(score_body, served, bytes(body), content_type,
+                                             keep)
         except PayloadError as exc:
             return _error(exc.status, "BAD_REQUEST", str(exc))
         except InputError as exc:
@@ -357,7 +429,7 @@ def create_app(slot: ModelSlot, *, max_body: int = MAX_BODY_BYTES) -> Any:
         except Exception as exc:  # noqa: BLE001 - a bug or a model failure: report, keep serving
             log.exception("serving: scoring failed")
             return _error(500, "INTERNAL_ERROR", f"{type(exc).__name__}: {str(exc)[:300]}")
-        return JSONResponse(result)
+        return JSONResponse({**result, "request_id": rid}, headers={"X-Request-ID": rid})
 
     # A plain Starlette route: the handler takes the raw request, nothing for FastAPI to inject.
     app.router.add_route("/invocations", invocations, methods=["POST"])
@@ -399,7 +471,8 @@ def serve(config: Config, root: Path, *, host: str | None = None, port: int | No
                          threads=threads)
     ref = slot.served.ref
     _log_serving(ref.name, ref.version, ref.alias, refresh, f"http://{host}:{port}")
-    uvicorn.run(create_app(slot), host=host, port=port, log_level="warning", access_log=False)
+    uvicorn.run(create_app(slot, inference=inference_log.open_log(config, root)), host=host,
+                port=port, log_level="warning", access_log=False)
 
 
 def _log_serving(name: str, version: str, alias: str | None, refresh: float, url: str,
@@ -452,16 +525,16 @@ def worker_app() -> Any:
     from tabreg.config import Config
 
     args = json.loads(os.environ[WORKER_ENV])
+    config, root = Config.model_validate(args["config"]), Path(args["root"])
     try:
-        slot = registry_slot(Config.model_validate(args["config"]), Path(args["root"]),
-                             version=args["version"], refresh=args["refresh"] or None,
-                             threads=args["threads"])
+        slot = registry_slot(config, root, version=args["version"],
+                             refresh=args["refresh"] or None, threads=args["threads"])
     except Exception as exc:  # noqa: BLE001 - reported by the parent, which then exits non-zero
         Path(args["failure"]).write_text(f"{type(exc).__name__}: {exc}", encoding="utf-8")
         # At once: an orderly exit would wait on MLflow's threads while the supervisor's
         # health pings go unanswered, and the supervisor would wait out its timeout.
         os._exit(STARTUP_FAILURE)
-    return create_app(slot)
+    return create_app(slot, inference=inference_log.open_log(config, root))
 
 
 def wait_until_healthy(url: str, process: Any, timeout: float) -> bool:

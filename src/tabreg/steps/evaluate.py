@@ -78,25 +78,30 @@ def evaluate(config: Config, root: Path) -> dict:
     """Score the trained model on the test split: metrics with their interval, slices,
     plots and the model card, in ``reports/`` and MLflow."""
     import mlflow
-    import mlflow.sklearn
+    import mlflow.pyfunc
 
     from tabreg.evaluation import card, metrics, slices
+    from tabreg.models.intervals import split_output
     from tabreg.resources import fit_threads, thread_budget
     from tabreg.store import tracking
 
     trained = read_json(root / config.paths.model_record, "train")
     tuning = read_json(root / config.paths.tuning, "tune")
-    model = mlflow.sklearn.load_model(str(root / config.paths.model))
+    model = mlflow.pyfunc.load_model(str(root / config.paths.model))  # as it is served
     test = read_table(root / config.paths.test)
     test.attrs["md5"] = recorded_md5(root, config.paths.test)
     y = test[config.schema.target].to_numpy(dtype=float)
     with thread_budget(fit_threads(1)):
-        pred = np.asarray(model.predict(test[list(config.schema.features)]), dtype=float)
+        pred, lower, upper = split_output(model.predict(test[list(config.schema.features)]))
     ev = config.evaluate
     scores = metrics.regression_metrics(y, pred)
     low, high = metrics.bootstrap_rmse(y, pred, n_resamples=ev.bootstrap,
                                        confidence=ev.confidence, seed=ev.seed)
-    table = slices.slice_table(test, y, pred, ev.slices)
+    bounds = (lower, upper) if lower is not None and upper is not None else None
+    table = slices.slice_table(test, y, pred, ev.slices, bounds=bounds)
+    level = config.serve.interval if bounds is not None else None
+    if bounds is not None:
+        scores.update({f"interval_{k}": v for k, v in metrics.coverage(y, *bounds).items()})
     reports = reports_dir(config, root)
     made = _evaluation_plots(config, test, y, pred, table, reports, trained["family"])
     split = json.loads((reports / "split.json").read_text())
@@ -107,7 +112,8 @@ def evaluate(config: Config, root: Path) -> dict:
         split={"strategy": split["strategy"], **split["rows"]},
         trained_at=trained["trained_at"], problem=config.problem,
         target=f"`{config.schema.target}`",
-        limitations=card.data_limitations(y, table, config.problem.rows))
+        limitations=card.data_limitations(y, table, config.problem.rows, level),
+        level=level)
     write_text(text, reports / "model_card.md")
     measured = {**{k: round(float(v), 4) for k, v in scores.items()},
                 "rmse_low": round(low, 2), "rmse_high": round(high, 2),
@@ -116,8 +122,10 @@ def evaluate(config: Config, root: Path) -> dict:
     write_json(measured, reports / "metrics.json")
     result = {**measured, "confidence": ev.confidence, "family": trained["family"]}
     write_json(table, reports / "slices.json")
-    pd.DataFrame({"actual": y, "predicted": pred}).to_csv(reports / "predictions.csv",
-                                                          index=False)
+    shown = {"actual": y, "predicted": pred}
+    if bounds is not None:
+        shown.update(lower=bounds[0], upper=bounds[1])
+    pd.DataFrame(shown).to_csv(reports / "predictions.csv", index=False)
     tracking.start(config, root)
     headline = {f"test_{k}": float(v) for k, v in scores.items() if k != "n"}
     headline.update(test_rmse_low=low, test_rmse_high=high)

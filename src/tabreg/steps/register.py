@@ -38,7 +38,10 @@ def store_name(config: Config, root: Path) -> str:
 
 
 def _predict(model: Any, frame: Any, config: Config) -> np.ndarray:
-    return np.asarray(model.predict(frame[list(config.schema.features)]), dtype=float)
+    """The point predictions of a registered version (with intervals or from before them)."""
+    from tabreg.models.intervals import split_output
+
+    return split_output(model.predict(frame[list(config.schema.features)]))[0]
 
 
 def gate(config: Config, root: Path, *, trigger: str) -> dict:

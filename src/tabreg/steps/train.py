@@ -13,7 +13,8 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
-from tabreg.config import Config
+from tabreg.config import ROW_ID, Config
+from tabreg.errors import TabregError
 from tabreg.io import read_table, write_json
 from tabreg.orchestration.dvc_stages import recorded_md5
 from tabreg.steps import reports_dir
@@ -29,13 +30,13 @@ def _requirements(family: str) -> list[str]:
     return [f"{n}=={metadata.version(n)}" for n in names]
 
 
-def _save_model_dir(pipeline: Any, dest: Path, **kwargs: Any) -> None:
+def _save_model_dir(model: Any, dest: Path, **kwargs: Any) -> None:
     """Save an MLflow model folder next to ``dest`` and swap it in (never half a model)."""
-    import mlflow.sklearn
+    from tabreg.models import pyfunc
 
     tmp = dest.with_name(f".{dest.name}.{uuid.uuid4().hex[:8]}")
     try:
-        mlflow.sklearn.save_model(pipeline, str(tmp), **kwargs)
+        pyfunc.save_model(model, str(tmp), **kwargs)
         old = dest.with_name(f".{dest.name}.old")
         if dest.exists():
             dest.rename(old)
@@ -61,11 +62,33 @@ def _family_requirements(candidate: Any) -> str:
     return "mlp" if any(m.family == "mlp" for m in members) else candidate.family
 
 
+def _with_intervals(pipeline: Any, config: Config, root: Path, frame: Any) -> Any:
+    """The fitted pipeline with its prediction intervals, calibrated on the study's
+    out-of-fold predictions of the same candidate (``tabreg.models.intervals``)."""
+    from tabreg.models.intervals import OOF, ConformalRegressor
+
+    oof = read_table(root / config.paths.oof)
+    if len(oof) != len(frame) or not (oof[ROW_ID].to_numpy() == frame[ROW_ID].to_numpy()).all():
+        raise TabregError(f"{config.paths.oof} does not hold one prediction for each row of "
+                          f"{config.paths.train} in its order ({len(oof)} vs {len(frame)} "
+                          "rows): rerun the tune stage (`dvc repro tune`)")
+    schema = config.schema
+    model = ConformalRegressor(pipeline, schema.numeric, schema.categorical,
+                               level=config.serve.interval, scale=config.serve.interval_scale,
+                               random_state=config.train.seed)
+    try:
+        return model.calibrate(frame[list(schema.features)],
+                               frame[schema.target].to_numpy(dtype=float),
+                               oof[OOF].to_numpy(dtype=float))
+    except ValueError as exc:
+        raise TabregError(f"prediction intervals: {exc} ({config.paths.oof})") from None
+
+
 def train(config: Config, root: Path) -> dict:
     """Fit the chosen candidate on the whole training split and save it as an MLflow model."""
     import mlflow
-    from mlflow.models import infer_signature
 
+    from tabreg.models import pyfunc
     from tabreg.models.candidates import from_flat, make_pipeline
     from tabreg.resources import fit_threads, thread_budget
     from tabreg.store import tracking
@@ -96,22 +119,28 @@ def train(config: Config, root: Path) -> dict:
         for h in history:
             mlflow.log_metrics({"train_loss": h["train_loss"], "val_rmse": h["val_rmse"]},
                                step=int(h["epoch"]))
-        example = X.head(5)
-        signature = infer_signature(example, pipeline.predict(example))
-        model_kwargs = {"signature": signature, "input_example": example,
-                        "serialization_format": "cloudpickle",
+        with thread_budget(threads):
+            model = _with_intervals(pipeline, config, root, frame)
+        mlflow.log_params({"serve.interval": config.serve.interval,
+                           "serve.interval_scale": config.serve.interval_scale})
+        mlflow.log_metrics({"interval_quantile": model.quantile_,
+                            "interval_calibration_coverage": model.calibration_coverage_})
+        model_kwargs = {"input_example": X.head(5),
                         "code_paths": [str(Path(__file__).resolve().parents[1])],
                         "pip_requirements": _requirements(_family_requirements(candidate))}
         # Named as it is registered, so the model's page and the version's agree.
-        info = mlflow.sklearn.log_model(pipeline, name=config.registry.model_name,
-                                        **model_kwargs)
+        info = pyfunc.log_model(model, name=config.registry.model_name, **model_kwargs)
         mlflow.log_metric("fit_seconds", seconds)
-        _save_model_dir(pipeline, root / config.paths.model, **model_kwargs)
+        _save_model_dir(model, root / config.paths.model, **model_kwargs)
     write_json(history, reports_dir(config, root) / "learning_curve.json")
     summary = {"run_id": run.info.run_id, "parent_run_id": tuning["parent_run_id"],
                "model_uri": info.model_uri, "family": candidate.family,
                "params": candidate.flat(), "fit_seconds": round(seconds, 2),
                "epochs": len(history), "data_version": tuning["data_version"],
+               "interval": {"level": config.serve.interval, "scale": config.serve.interval_scale,
+                            "quantile": model.quantile_,
+                            "calibration_rows": model.n_calibration_,
+                            "calibration_coverage": round(model.calibration_coverage_, 4)},
                "trained_at": datetime.now(UTC).isoformat(timespec="seconds")}
     write_json(summary, root / config.paths.model_record)
     log.info("train: %s refit on %d rows in %.1f s", candidate.family, len(frame), seconds)

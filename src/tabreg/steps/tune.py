@@ -10,8 +10,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from tabreg.config import Config
-from tabreg.io import read_table, write_json
+import pandas as pd
+
+from tabreg.config import ROW_ID, Config
+from tabreg.io import read_table, write_json, write_table
 from tabreg.orchestration.dvc_stages import recorded_md5
 from tabreg.orchestration.preflight import preflight
 from tabreg.steps import reports_dir
@@ -26,6 +28,7 @@ def tune(config: Config, root: Path) -> dict:
 
     from tabreg import tuning
     from tabreg.evaluation import card
+    from tabreg.models.intervals import OOF
     from tabreg.store import tracking
 
     preflight(config, root)
@@ -59,6 +62,10 @@ def tune(config: Config, root: Path) -> dict:
         "parent_run_id": parent.info.run_id,
         "data_version": version,
     }
+    # What the prediction intervals are calibrated on (the train stage): the chosen
+    # candidate's predictions for rows its fold models did not see.
+    write_table(pd.DataFrame({ROW_ID: train[ROW_ID].to_numpy(), OOF: result.oof}),
+                root / config.paths.oof)
     write_json(summary, root / config.paths.tuning)
     log.info("tune: best %s, CV RMSE %s (%s)", result.best.family,
              card.number(result.best_value),

@@ -62,10 +62,12 @@ def blend_of_best(trials: list[Any], y: np.ndarray, config: Config) -> dict[str,
     single = rmse(y, members[0][1])
     weights, value = select_blend(members, y)
     kept = [(t, m, w) for t, (m, _), w in zip(ranked, members, weights, strict=True) if w > 0]
+    oof = sum(w * p for (_, p), w in zip(members, weights, strict=True))
     chosen = len(kept) > 1 and value < single
     log.info("tune: blend of %s: OOF RMSE %.0f vs best trial %.0f (%s)",
              [f"{t.number}:{t.params['family']}:{w:.2f}" for t, _, w in kept], value, single,
              "chosen" if chosen else "not chosen")
     return {"trials": [t.number for t, _, _ in kept], "weights": [w for _, _, w in kept],
             "cv_rmse": value, "best_trial_oof_rmse": single, "chosen": chosen,
-            "candidate": Blend(tuple(m for _, m, _ in kept), tuple(w for _, _, w in kept))}
+            "candidate": Blend(tuple(m for _, m, _ in kept), tuple(w for _, _, w in kept)),
+            "oof": oof}

@@ -47,6 +47,9 @@ class TuneResult:
     budget: int = 0
     guard: str | None = None  # the time guard's message, when it fired
     workers: dict[str, Any] = field(default_factory=dict)
+    #: The chosen candidate's out-of-fold predictions on the training rows (in their order):
+    #: what the prediction intervals are calibrated on.
+    oof: Any = None
 
     def counts(self) -> dict[str, int]:
         out: dict[str, int] = {}
@@ -256,13 +259,16 @@ def conclude(study: Any, train: Any, config: Config, budget: int, guard: str | N
     best = min(complete, key=lambda t: t.value)
     y = train[config.schema.target].to_numpy(dtype=float)
     chosen, value = Candidate.from_flat(best.params), float(best.value)
+    oof = (shared.decode_oof(best.user_attrs[shared.ATTR_OOF])
+           if shared.ATTR_OOF in best.user_attrs else None)
     blend = blend_of_best(trials, y, config)
     if blend and blend["chosen"]:
-        chosen, value = blend["candidate"], blend["cv_rmse"]
+        chosen, value, oof = blend["candidate"], blend["cv_rmse"], blend["oof"]
     blend.pop("candidate", None)
+    blend.pop("oof", None)
     if guard:
         log.warning("tune: %s", guard)
     result = TuneResult(study.study_name, chosen, value, records, importances, best.number,
-                        blend, budget, guard, workers)
+                        blend, budget, guard, workers, oof)
     log.info("tune: trials per family: %s", progress.families_text(result.per_family()))
     return result

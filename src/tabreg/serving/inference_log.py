@@ -1,0 +1,268 @@
+"""The inference log: every row the server or ``make predict`` scored, kept for monitoring.
+
+Each row is stored with the request it came in (its id and row number), the time, the model
+name and version, the model's input columns as they were scored, the prediction, its interval
+and its flags: what ``make monitor`` compares with the training data, and what labels that
+arrive later are joined to. Nothing else: no headers, no client addresses.
+
+Writing never holds up an answer. :meth:`InferenceLog.append` only puts the rows in memory;
+a background thread writes them in batches (``monitor.log_batch_rows`` rows, or whatever came
+within ``monitor.log_flush_seconds``). Memory is bounded: beyond ``monitor.log_max_rows``
+rows waiting, new rows are dropped and counted rather than slowing the server or growing
+without limit. :meth:`InferenceLog.close` (the server's shutdown, on SIGTERM) writes what is
+left, so a row that was answered is never lost on a clean stop. A write that fails (a full or
+read-only disk, a database that went away) is retried with the next batch; the rows of a
+batch that still fails are counted as lost, and :meth:`InferenceLog.status` says so, for
+``/health``.
+
+Where rows go (``monitor.log``): a folder gets Parquet files partitioned by day
+(``<folder>/date=YYYY-MM-DD/part-<time>-<pid>-<n>.parquet``, each written whole under a
+temporary name, so a reader never sees half a file, and named by process so that several
+server workers never collide); a database URL (``postgresql://...``) gets a table,
+``inference_log``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+import uuid
+from collections import deque
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any, Protocol
+
+import pandas as pd
+
+log = logging.getLogger(__name__)
+
+#: The log's own columns; the model's input columns come between ROW and PREDICTION.
+REQUEST_ID, ROW, TIME, SOURCE = "request_id", "row", "time", "source"
+MODEL, VERSION, ROW_ID = "model", "model_version", "row_id"
+PREDICTION, LOWER, UPPER, FLAGS = "prediction", "lower", "upper", "flags"
+TABLE = "inference_log"
+#: A batch that failed is kept for this many more attempts before its rows count as lost.
+RETRIES = 2
+
+
+def new_request_id() -> str:
+    """A request id: random, so that ids from several workers or hosts never collide."""
+    return uuid.uuid4().hex
+
+
+def rows_for_log(features: pd.DataFrame, scored: dict[str, Any], *, request_id: str,
+                 source: str, model: str, version: str, when: datetime | None = None
+                 ) -> pd.DataFrame:
+    """The log's rows for one scored request or chunk: ``scored`` holds ``row_id`` (optional),
+    ``prediction``, ``lower``, ``upper`` (None without intervals) and ``flags`` per row."""
+    n = len(features)
+    when = when or datetime.now(UTC)
+    frame = pd.DataFrame({REQUEST_ID: [request_id] * n, ROW: range(n),
+                          TIME: pd.Series([when] * n, dtype="datetime64[us, UTC]"),
+                          SOURCE: source, MODEL: model, VERSION: str(version)})
+    inputs = features.reset_index(drop=True)
+    ids = scored.get(ROW_ID)
+    if ids is None:  # as scoring names a row without an id: the hash of its inputs
+        from tabreg.data.identity import row_ids
+
+        ids = row_ids(inputs, list(inputs.columns))
+    frame[ROW_ID] = pd.Series(ids, dtype="string").to_numpy()
+    frame = pd.concat([frame, inputs], axis=1)
+    for name in (PREDICTION, LOWER, UPPER):
+        values = scored.get(name)
+        frame[name] = pd.Series(values if values is not None else [None] * n, dtype="float64"
+                                ).to_numpy()
+    frame[FLAGS] = pd.Series(scored[FLAGS], dtype="string").to_numpy()
+    return frame
+
+
+class Writer(Protocol):
+    def write(self, frame: pd.DataFrame) -> None: ...
+
+
+class ParquetDays:
+    """Parquet files, one folder per UTC day (``date=YYYY-MM-DD``, a Hive partition that
+    pandas, DuckDB and Spark read as a column)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self._count = 0
+
+    def write(self, frame: pd.DataFrame) -> None:
+        days = frame[TIME].dt.strftime("%Y-%m-%d")
+        for day, part in frame.groupby(days, sort=True):
+            self._count += 1
+            stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
+            dest = self.folder / f"date={day}" / f"part-{stamp}-{os.getpid()}-{self._count}.parquet"
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            tmp = dest.with_name(f".{dest.name}.tmp")
+            try:
+                part.to_parquet(tmp, index=False)
+                tmp.rename(dest)
+            finally:
+                tmp.unlink(missing_ok=True)
+
+
+class SqlTable:
+    """A table in a database (``inference_log``), created by the first write; the model's
+    input columns become columns of their own, so SQL can filter and aggregate them."""
+
+    def __init__(self, url: str) -> None:
+        from sqlalchemy import create_engine
+
+        self.url = url
+        self.engine = create_engine(url, pool_pre_ping=True)
+
+    def write(self, frame: pd.DataFrame) -> None:
+        frame.to_sql(TABLE, self.engine, if_exists="append", index=False, method="multi",
+                     chunksize=1000)
+
+
+def open_log(config: Any, root: Path) -> InferenceLog | None:
+    """The inference log ``monitor.*`` configures (started by its user), or None when
+    ``monitor.log`` is empty (logging off)."""
+    monitor = config.monitor
+    if not monitor.log:
+        return None
+    return InferenceLog(open_writer(monitor.log, root), target=monitor.log,
+                        batch_rows=monitor.log_batch_rows,
+                        flush_seconds=monitor.log_flush_seconds, max_rows=monitor.log_max_rows)
+
+
+def open_writer(target: str, root: Path) -> Writer:
+    """The writer for ``monitor.log``: a database URL, else a folder under the project."""
+    if "://" in target:
+        return SqlTable(target)
+    return ParquetDays(root / target)
+
+
+@dataclass
+class _Batch:
+    frame: pd.DataFrame
+    attempts: int = 0
+
+
+@dataclass
+class LogStatus:
+    """What ``/health`` shows of the log."""
+
+    target: str
+    rows_logged: int = 0
+    rows_waiting: int = 0
+    rows_dropped: int = 0  # refused while memory was full
+    rows_lost: int = 0  # whose writes failed every attempt
+    last_error: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"target": self.target, "rows_logged": self.rows_logged,
+                "rows_waiting": self.rows_waiting, "rows_dropped": self.rows_dropped,
+                "rows_lost": self.rows_lost, "error": self.last_error,
+                "status": "failing" if self.last_error else "ok"}
+
+
+class InferenceLog:
+    """Rows in memory, written in batches by a background thread (see the module docstring)."""
+
+    def __init__(self, writer: Writer, *, target: str, batch_rows: int = 1000,
+                 flush_seconds: float = 2.0, max_rows: int = 100_000) -> None:
+        self.writer = writer
+        self.batch_rows = batch_rows
+        self.flush_seconds = flush_seconds
+        self.max_rows = max_rows
+        self._pending: deque[tuple[pd.DataFrame, dict[str, Any], dict[str, Any]]] = deque()
+        self._retry: deque[_Batch] = deque()
+        self._lock = threading.Lock()
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._status = LogStatus(target)
+
+    # --- the request path: constant time, never blocks on I/O -------------------------------
+
+    def append(self, features: pd.DataFrame, scored: dict[str, Any], **meta: Any) -> bool:
+        """Queue one request's rows (the arguments of :func:`rows_for_log`, whose table is
+        built later, in the writer thread); False, and the rows counted as dropped, when
+        memory is full."""
+        n = len(features)
+        entry = (features, scored, {**meta, "when": meta.get("when") or datetime.now(UTC)})
+        with self._lock:
+            if self._status.rows_waiting + n > self.max_rows:
+                self._status.rows_dropped += n
+                return False
+            self._pending.append(entry)
+            self._status.rows_waiting += n
+            if self._status.rows_waiting >= self.batch_rows:
+                self._wake.set()
+        return True
+
+    def status(self) -> dict[str, Any]:
+        with self._lock:
+            return self._status.to_dict()
+
+    # --- the writer thread --------------------------------------------------------------------
+
+    def start(self) -> InferenceLog:
+        self._thread = threading.Thread(target=self._loop, name="inference-log", daemon=True)
+        self._thread.start()
+        return self
+
+    def _loop(self) -> None:
+        while not self._stop.is_set():
+            self._wake.wait(self.flush_seconds)
+            self._wake.clear()
+            self.flush()
+
+    def flush(self) -> None:
+        """Write what is waiting (and retry what failed before), now, in this thread."""
+        with self._lock:
+            taken = list(self._pending)
+            self._pending.clear()
+        batches = list(self._retry)
+        self._retry.clear()
+        if taken:
+            frames = [rows_for_log(features, scored, **meta) for features, scored, meta in taken]
+            batches.append(_Batch(pd.concat(frames, ignore_index=True)))
+        for batch in batches:
+            self._write(batch)
+
+    def _write(self, batch: _Batch) -> None:
+        rows = len(batch.frame)
+        try:
+            self.writer.write(batch.frame)
+        except Exception as exc:  # noqa: BLE001 - any failure to store is the same fault
+            batch.attempts += 1
+            message = f"{type(exc).__name__}: {str(exc)[:300]}"
+            with self._lock:
+                first = self._status.last_error is None
+                self._status.last_error = message
+                if batch.attempts > RETRIES:
+                    self._status.rows_waiting -= rows
+                    self._status.rows_lost += rows
+            if first:
+                log.error("inference log: cannot write to %s (%s); serving goes on, and the "
+                          "rows are counted on /health", self._status.target, message)
+            if batch.attempts <= RETRIES:
+                self._retry.append(batch)
+            return
+        with self._lock:
+            self._status.rows_waiting -= rows
+            self._status.rows_logged += rows
+            if self._status.last_error is not None:
+                log.warning("inference log: writing to %s again", self._status.target)
+            self._status.last_error = None
+
+    def close(self, timeout: float = 30.0) -> None:
+        """Stop the thread and write everything still in memory (the clean shutdown)."""
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout)
+        deadline = time.monotonic() + timeout
+        while (self._pending or self._retry) and time.monotonic() < deadline:
+            self.flush()
+            if self._retry:
+                time.sleep(0.2)
