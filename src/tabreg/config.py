@@ -408,7 +408,7 @@ class MonitorConfig(_Frozen):
     log: str = Field(default="logs/inference", description="a folder under the project "
                      "(Parquet by day) or a database URL; empty: no inference log")
     log_batch_rows: int = Field(default=1000, ge=1, description="rows per write")
-    log_flush_seconds: float = Field(default=2.0, gt=0, description="longest wait to write")
+    log_flush_seconds: float = Field(default=10.0, gt=0, description="longest wait to write")
     log_max_rows: int = Field(default=100_000, ge=1,
                               description="rows held in memory at most (more are dropped)")
 
