@@ -411,6 +411,14 @@ class MonitorConfig(_Frozen):
     log_flush_seconds: float = Field(default=10.0, gt=0, description="longest wait to write")
     log_max_rows: int = Field(default=100_000, ge=1,
                               description="rows held in memory at most (more are dropped)")
+    labels: str = Field(default="data/labels", description="where label CSV files arrive")
+    min_labels: int = Field(default=100, ge=1, description="labelled rows needed to judge "
+                            "live quality")
+    flag_share_warn: float = Field(default=0.05, ge=0, le=1,
+                                   description="share of flagged rows that warns")
+    coverage_gap: float = Field(default=0.05, gt=0, lt=1,
+                                description="interval coverage this far below its level warns")
+    to_label_rows: int = Field(default=100, ge=0, description="rows exported for labelling")
 
 
 class ServicesConfig(_Frozen):

@@ -128,3 +128,15 @@ def test_a_folder_that_cannot_be_created_fails_the_write_not_the_caller(tmp_path
 def test_the_target_names_the_store(tmp_path, target):
     writer = il.open_writer(target, tmp_path)
     assert isinstance(writer, il.SqlTable if "://" in target else il.ParquetDays)
+
+
+def test_a_database_password_is_never_shown(tmp_path):
+    from tabreg.config import load_config
+    from tests.conftest import ROOT
+
+    config = load_config(ROOT / "params.yaml",
+                         env={"INFERENCE_LOG": "postgresql://tabreg:s3cret@127.0.0.1:1/inference"})
+    log = il.open_log(config, tmp_path)
+    assert log.status()["target"] == "postgresql://tabreg:***@127.0.0.1:1/inference"
+    off = config.model_copy(update={"monitor": config.monitor.model_copy(update={"log": ""})})
+    assert il.open_log(off, tmp_path) is None  # monitor.log: "" turns the log off

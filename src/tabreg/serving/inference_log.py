@@ -124,10 +124,13 @@ class SqlTable:
 def open_log(config: Any, root: Path) -> InferenceLog | None:
     """The inference log ``monitor.*`` configures (started by its user), or None when
     ``monitor.log`` is empty (logging off)."""
+    from tabreg.services.postgres import hide_password
+
     monitor = config.monitor
     if not monitor.log:
         return None
-    return InferenceLog(open_writer(monitor.log, root), target=monitor.log,
+    # Named without its password: the name is shown on /health and in the server's log.
+    return InferenceLog(open_writer(monitor.log, root), target=hide_password(monitor.log),
                         batch_rows=monitor.log_batch_rows,
                         flush_seconds=monitor.log_flush_seconds, max_rows=monitor.log_max_rows)
 

@@ -326,7 +326,7 @@ def score_body(served: Served, body: bytes, content_type: str,
     checked = scoring.check_frame(frame, served.spec, where="input")
     predictions, lower, upper = served.predict(checked.features)
     if on_scored is not None:
-        on_scored(checked.features, {inference_log.ROW_ID: _given_ids(frame, served),
+        on_scored(checked.features, {inference_log.ROW_ID: _given_ids(frame),
                                      inference_log.PREDICTION: predictions,
                                      inference_log.LOWER: lower, inference_log.UPPER: upper,
                                      inference_log.FLAGS: checked.flags})
@@ -337,9 +337,9 @@ def score_body(served: Served, body: bytes, content_type: str,
             "model": served.ref.to_dict()}
 
 
-def _given_ids(frame: pd.DataFrame, served: Served) -> Any:
-    """The rows' ids when the client sent them (a ``row_id`` column, or ``data.id_column``);
-    None otherwise, and the log names each row by the hash of its inputs."""
+def _given_ids(frame: pd.DataFrame) -> Any:
+    """The rows' ids when the client sent a complete ``row_id`` column; None otherwise, and
+    the log names each row by the hash of its inputs."""
     from tabreg.config import ROW_ID
 
     if ROW_ID in frame.columns and not frame[ROW_ID].isna().any():
