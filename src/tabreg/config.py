@@ -33,6 +33,9 @@ ENV_OVERRIDES: dict[str, str] = {
 #: (base archive or landing batch) the row came from.
 ROW_ID = "row_id"
 BATCH = "batch"
+#: Columns of every scored output: batch scoring's file, the inference log and the registered
+#: model's pyfunc output (the interval's bounds beside the prediction).
+PREDICTION, LOWER, UPPER, FLAGS = "prediction", "lower", "upper", "flags"
 
 
 #: What ingest does with a row repeating an earlier row of its file (``data.duplicates``).

@@ -25,7 +25,8 @@ import numpy as np
 import pandas as pd
 from sklearn.base import BaseEstimator, RegressorMixin
 
-PREDICTION, LOWER, UPPER = "prediction", "lower", "upper"
+from tabreg.config import LOWER, PREDICTION, UPPER
+
 OOF = "oof"  # the out-of-fold prediction column of ``paths.oof`` (the tune stage writes it)
 #: A row's expected error is never taken below this share of the average one: a difficulty
 #: model that predicts ~0 somewhere would otherwise give that row a zero-width interval.

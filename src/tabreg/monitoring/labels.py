@@ -93,6 +93,19 @@ def read_labels(folder: Path, target: str) -> tuple[pd.DataFrame, LabelReport]:
     return kept.reset_index(drop=True), report
 
 
+def _attach(out: pd.DataFrame, target: str, labelled: pd.Index, values: np.ndarray,
+            keys: pd.Index) -> np.ndarray:
+    """Give the rows of ``out`` still without a label the value of the label whose key in
+    ``labelled`` is theirs (``keys``, one per row); returns which labels found a row."""
+    position = labelled.get_indexer(keys)
+    hit = (position >= 0) & out[target].isna().to_numpy()
+    if hit.any():
+        out.loc[hit, target] = values[position[hit]]
+    used = np.zeros(len(labelled), dtype=bool)
+    used[position[position >= 0]] = True
+    return used
+
+
 def join(logged: pd.DataFrame, labels: pd.DataFrame, target: str,
          report: LabelReport) -> pd.DataFrame:
     """``logged`` with a ``target`` column: each row's label by (request id, row) or by row
@@ -101,22 +114,17 @@ def join(logged: pd.DataFrame, labels: pd.DataFrame, target: str,
     out[target] = np.nan
     by_request = labels[labels[REQUEST_ID].notna()]
     by_row_id = labels[labels[REQUEST_ID].isna()]
-    matched = np.zeros(len(labels), dtype=bool)
-    if len(by_request):
-        keys = pd.MultiIndex.from_frame(out[[REQUEST_ID, ROW]].astype({ROW: "int64"}))
-        wanted = pd.MultiIndex.from_frame(by_request[[REQUEST_ID, ROW]])
-        position = pd.Index(wanted).get_indexer(keys)
-        hit = position >= 0
-        out.loc[hit, target] = by_request[target].to_numpy()[position[hit]]
-        matched[by_request.index[np.isin(np.arange(len(by_request)), position[hit])]] = True
-    if len(by_row_id):
-        ids = pd.Index(by_row_id[ROW_ID].astype(str))
-        position = ids.get_indexer(out[ROW_ID].astype(str))
-        hit = (position >= 0) & out[target].isna().to_numpy()
-        out.loc[hit, target] = by_row_id[target].to_numpy()[position[hit]]
-        matched[by_row_id.index[np.isin(np.arange(len(by_row_id)), position[position >= 0])]] = True
+    requests = pd.MultiIndex.from_frame(by_request[[REQUEST_ID, ROW]])
+    used_request = _attach(out, target, requests, by_request[target].to_numpy(),
+                           pd.MultiIndex.from_frame(out[[REQUEST_ID, ROW]]
+                                                    .astype({ROW: "int64"})))
+    used_row_id = _attach(out, target, pd.Index(by_row_id[ROW_ID].astype(str)),
+                          by_row_id[target].to_numpy(), pd.Index(out[ROW_ID].astype(str)))
+    matched = pd.Series(False, index=labels.index)
+    matched[by_request.index[used_request]] = True
+    matched[by_row_id.index[used_row_id]] = True
     report.joined = int(out[target].notna().sum())
-    unknown = labels[~matched]
+    unknown = labels[~matched.to_numpy()]
     report.unknown = len(unknown)
     report.unknown_ids = [str(r[ROW_ID]) if pd.notna(r[ROW_ID]) else f"{r[REQUEST_ID]}/{r[ROW]}"
                           for _, r in unknown.head(SHOWN).iterrows()]

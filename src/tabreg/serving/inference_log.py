@@ -37,12 +37,13 @@ from typing import Any, Protocol
 
 import pandas as pd
 
+from tabreg.config import FLAGS, LOWER, PREDICTION, ROW_ID, UPPER
+
 log = logging.getLogger(__name__)
 
 #: The log's own columns; the model's input columns come between ROW and PREDICTION.
 REQUEST_ID, ROW, TIME, SOURCE = "request_id", "row", "time", "source"
-MODEL, VERSION, ROW_ID = "model", "model_version", "row_id"
-PREDICTION, LOWER, UPPER, FLAGS = "prediction", "lower", "upper", "flags"
+MODEL, VERSION = "model", "model_version"
 TABLE = "inference_log"
 #: A batch that failed is kept for this many more attempts before its rows count as lost.
 RETRIES = 2

@@ -41,17 +41,13 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from tabreg.config import BATCH, ROW_ID, Config, SchemaConfig
+from tabreg.config import BATCH, FLAGS, LOWER, PREDICTION, ROW_ID, UPPER, Config, SchemaConfig
 from tabreg.data.ingest import FLOAT32_MAX
 from tabreg.errors import ConfigError, SchemaError, TabregError
 from tabreg.serving import inference_log
 
 log = logging.getLogger(__name__)
 
-PREDICTION = "prediction"
-#: The prediction interval's bounds (``serve.interval``), beside each prediction.
-LOWER, UPPER = "lower", "upper"
-FLAGS = "flags"
 UNKNOWN_CATEGORY = "unknown_category"
 MISSING = "missing"
 #: Offending values shown per problem.
