@@ -38,7 +38,7 @@ TAB := python -m tabreg --params $(PARAMS)
 .PHONY: help setup profile run repro ingest validate split features tune train evaluate ui \
 	check-file generate test test-fast lint clean distclean register promote rollback status \
 	tune-worker plots \
-	retrain schedule prefect-server new-batch
+	retrain monitor schedule prefect-server new-batch
 
 # Bold names only on a terminal (a pipe or a file gets plain text); $(UI_PORT) in a description
 # reads as its value.
@@ -133,7 +133,11 @@ evaluate-version: $(STAMP) ## score a version on an earlier data version's test 
 retrain: $(STAMP) ## the retrain-and-promote flow, once, now (skips when there is no new data)
 	python flows/retrain.py --params $(PARAMS)
 
-schedule: $(STAMP) ## serve the retrain deployments on their crons (needs a Prefect server)
+monitor: $(STAMP) ## report on the served traffic (drift, flags, live quality) and act on it: SINCE=, UNTIL=, ACT=0
+	python flows/monitor.py --params $(PARAMS) $(if $(SINCE),--since "$(SINCE)") \
+		$(if $(UNTIL),--until "$(UNTIL)") $(if $(filter 0 no false,$(ACT)),--no-act)
+
+schedule: $(STAMP) ## serve the retrain and monitor deployments on their crons (needs a Prefect server)
 	python flows/retrain.py --params $(PARAMS) --serve
 
 prefect-server: $(STAMP) ## a local Prefect server and UI on http://127.0.0.1:4200

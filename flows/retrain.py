@@ -12,7 +12,7 @@ The steps and their order are ``tabreg.promotion.retrain.retrain``'s; this flow 
 them Prefect tasks, trains through the training flow and reports to the UI (``python -m tabreg
 retrain`` runs the same without Prefect). ``python flows/retrain.py`` runs it once (``make
 retrain``); ``--serve`` serves the deployments with the crons from ``params.yaml`` (``make
-schedule``, against a Prefect server).
+schedule``, against a Prefect server), the monitoring flow's (``flows/monitor.py``) with them.
 """
 
 from __future__ import annotations
@@ -131,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Run the retrain-and-promote flow.")
     parser.add_argument("--params", default="params.yaml")
     parser.add_argument("--root", default=".")
-    parser.add_argument("--trigger", choices=("schedule", "drift"), default="schedule")
+    parser.add_argument("--trigger", choices=("schedule", "drift", "monitor"),
+                        default="schedule")
     parser.add_argument("--serve", action="store_true",
                         help="serve the scheduled deployments (needs PREFECT_API_URL)")
     parser.add_argument("-v", "--verbose", action="store_true",
@@ -156,8 +157,14 @@ def main(argv: list[str] | None = None) -> int:
 def _serve(params: str, root: str) -> None:
     from prefect import serve
 
+    try:
+        from flows.monitor import deployment
+    except ImportError:  # run as a script: flows/ is on sys.path
+        from monitor import deployment  # type: ignore[no-redef]
+
     root = str(Path(root).resolve())
-    serve(*deployments(load_config(Path(root) / params), params, root))
+    config = load_config(Path(root) / params)
+    serve(*deployments(config, params, root), *deployment(config, params, root))
 
 
 if __name__ == "__main__":

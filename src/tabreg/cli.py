@@ -52,8 +52,16 @@ def _pipeline_commands(sub: argparse._SubParsersAction) -> None:
                    "date (what the training flow runs, without Prefect)")
     retrain = sub.add_parser("retrain", help="retrain on new data and let the gate judge "
                              "(what the retrain flow runs, without Prefect)")
-    retrain.add_argument("--trigger", choices=("schedule", "drift"), default="schedule",
-                         help="drift: retrain only when the new rows drift enough")
+    retrain.add_argument("--trigger", choices=("schedule", "drift", "monitor"),
+                         default="schedule", help="drift: retrain only when the new rows "
+                         "drift enough; monitor: on any new rows (monitoring said act)")
+    monitor = sub.add_parser("monitor", help="report on the served traffic since the last "
+                             "report: drift, flags, live quality; act on it")
+    monitor.add_argument("--since", default=None, help="the window's start, ISO time "
+                         "(default: where the last report ended)")
+    monitor.add_argument("--until", default=None, help="the window's end (default: now)")
+    monitor.add_argument("--no-act", dest="act", action="store_false",
+                         help="report only: do not start the retrain flow on `act`")
     sub.add_parser("ingest", help="fetch, verify and extract the source; append landing batches")
     sub.add_parser("validate", help="check the raw table and each batch against their contracts")
     sub.add_parser("split", help="stratified train/test split and its report")
@@ -301,6 +309,37 @@ def _retrain(args: argparse.Namespace, root: Path, config: Config) -> Outcome:
     return outcome
 
 
+def _monitor(args: argparse.Namespace, root: Path, config: Config) -> Outcome:
+    from tabreg.monitoring.monitor import monitor
+    from tabreg.orchestration.stage_run import run_stages
+    from tabreg.promotion import retrain
+
+    def train() -> list[str]:
+        return [s["stage"] for s in run_stages(config, root) if s["ran"]]
+
+    def start_retrain() -> dict:
+        return retrain.retrain(config, root, "monitor", retrain.Hooks(train=train))[0]
+
+    summary = monitor(config, root, since=args.since, until=args.until,
+                      retrain=start_retrain if args.act else None)
+    return summary_lines(summary)
+
+
+def summary_lines(summary: dict) -> Outcome:
+    """The verdict, its reasons and the remedy, printed for a person (the JSON is a file)."""
+    if not summary["rows"]:
+        print(f"monitor: {summary['reasons'][0]}")
+        return None
+    print(f"monitor: {summary['verdict']} on {summary['rows']:,} rows "
+          f"({summary['window']['since'] or 'start of the log'} .. "
+          f"{summary['window']['until']})")
+    for reason in summary["reasons"]:
+        print(f"  - {reason}")
+    print(f"  remedy: {summary['action']['kind']}: {summary['action']['detail']}")
+    print(f"  report: {summary['to_label']['path'].rsplit('/', 1)[0]}/report.html")
+    return None
+
+
 def _step(args: argparse.Namespace, root: Path, config: Config) -> Outcome:
     """A pipeline step (or promote / rollback): what a killed run left (temporary files; runs
     and trials for the steps that use the stores) is cleared before the step starts."""
@@ -319,7 +358,7 @@ _HANDLERS = {
                                                        args.drift, args.corrupt),
     "services": _services, "backup": _backup, "restore": _restore,
     "evaluate-version": _evaluate_version, "status": _status,
-    "pipeline": _pipeline, "retrain": _retrain,
+    "pipeline": _pipeline, "retrain": _retrain, "monitor": _monitor,
 }
 
 

@@ -119,6 +119,7 @@ class PathsConfig(_Frozen):
     model_record: str = "models/train.json"  # the training run, its params and data version
     oof: str = "models/oof.parquet"  # the chosen candidate's out-of-fold predictions on train
     reports: str = "reports"
+    monitoring: str = "reports/monitoring"  # make monitor's reports (git-ignored)
 
 
 class ValidateConfig(_Frozen):
@@ -422,6 +423,17 @@ class MonitorConfig(_Frozen):
     coverage_gap: float = Field(default=0.05, gt=0, lt=1,
                                 description="interval coverage this far below its level warns")
     to_label_rows: int = Field(default=100, ge=0, description="rows exported for labelling")
+    experiment: str = Field(default="monitoring", min_length=1,
+                            description="the MLflow experiment of the monitoring reports")
+    cron: str | None = Field(default="0 6 * * *", description="when the scheduled monitor "
+                             "runs (`make schedule`); null: not scheduled")
+    timezone: str = "UTC"
+
+    @model_validator(mode="after")
+    def _cron(self) -> MonitorConfig:
+        if self.cron is not None and len(self.cron.split()) != 5:
+            raise ValueError(f"cron: {self.cron!r} is not a 5-field cron expression")
+        return self
 
 
 class ServicesConfig(_Frozen):

@@ -84,17 +84,29 @@ def screenshot(browser: str, page: Path, out: Path) -> Path:
     return out
 
 
-def probe(browser: str, page: Path, tmp: Path) -> dict:
-    """What applied in ``page`` (a copy with :data:`PROBE` before ``</body>``), via the DOM."""
+def probe(browser: str, page: Path, tmp: Path, script: str = PROBE) -> dict:
+    """What applied in ``page`` (a copy with ``script``, :data:`PROBE` unless told, before
+    ``</body>``), via the DOM: the script writes its findings into ``<pre id=probe>``."""
     copy = tmp / f"probe-{page.name}"
     text = page.read_text(encoding="utf-8")
     end = text.rfind("</body>")  # the last: an inlined script may hold the string too
-    copy.write_text(text[:end] + PROBE + text[end:] if end >= 0 else text + PROBE,
+    copy.write_text(text[:end] + script + text[end:] if end >= 0 else text + script,
                     encoding="utf-8")
     done = chromium(browser, copy, "--dump-dom")
     found = re.search(r'<pre id="probe">(.*?)</pre>', done.stdout, re.S)
     assert found, f"the probe did not run in {page}: {done.stderr[-2000:]}"
     return json.loads(found.group(1).replace("&quot;", '"').replace("&amp;", "&"))
+
+
+#: The size each <img> of the page decoded to (0 for an image that did not load).
+IMAGES_PROBE = """<script>
+window.addEventListener('load', () => {
+  const pre = document.createElement('pre');
+  pre.id = 'probe';
+  pre.textContent = JSON.stringify({widths: [...document.images].map((i) => i.naturalWidth)});
+  document.body.appendChild(pre);
+});
+</script>"""
 
 
 def assert_not_blank(png: Path) -> None:
@@ -190,3 +202,14 @@ def test_an_empty_learning_curve_says_why(browser, project, tmp_path):
     assert seen["notes"] == [f"No learning curve: the model trained in this run is "
                              f"{trained['family']}, and only an MLP trains in epochs (the "
                              "tuning history is in reports/tuning/)."], seen
+
+
+def test_monitoring_report_opens_offline_with_its_figures(browser, tmp_path):
+    from tabreg.monitoring import report
+    from tests.unit.test_monitor_report import monitored
+
+    page = report.write(*monitored(labelled=True), tmp_path / "monitor/report.html")
+    assert_offline(page)
+    assert_not_blank(screenshot(browser, page, tmp_path / "monitor.png"))
+    widths = probe(browser, page, tmp_path, IMAGES_PROBE)["widths"]
+    assert len(widths) == 5 and all(w > 0 for w in widths), widths  # every PNG decoded

@@ -238,3 +238,14 @@ def test_the_inference_log_goes_to_the_stacks_postgresql(stack: Stack) -> None:
     assert len(table) == 10 and table["request_id"].tolist()[:2] == ["q0", "q0"]
     assert table["prediction"].tolist()[:2] == [0.0, 1.0]
     assert table["ocean_proximity"].isna().sum() == 5 and str(table["time"].dt.tz) == "UTC"
+    # What `make monitor` reads: the window's rows only, oldest first, times in UTC.
+    from datetime import timedelta
+
+    from tabreg.monitoring.window import read_window
+
+    last = table["time"].max().to_pydatetime()
+    window = read_window(url, stack.root, last - timedelta(days=1), last)
+    assert set(table["request_id"]) <= set(window["request_id"])
+    assert window["time"].is_monotonic_increasing and str(window["time"].dt.tz) == "UTC"
+    later = read_window(url, stack.root, last, last + timedelta(seconds=1))
+    assert later.empty or not (later["model_version"] == "2").any()

@@ -71,9 +71,16 @@ def test_a_live_rmse_above_the_test_interval_says_act_and_a_slightly_worse_one_w
     assert worse["verdict"] == "act" and "above the champion's test interval" in \
         worse["reasons"][0]
     assert worse["live"]["slices"] and {"coverage", "rmse"} <= set(worse["live"]["slices"][0])
-    slightly = summarize(window(rows, 41_000, seed=1), reference[FEATURES],
+    many = synthetic.generate(6000, seed=4)
+    slightly = summarize(window(many, 41_500, seed=1), reference[FEATURES],
                          reference_predictions(reference), CHAMPION, CONFIG)
     assert slightly["verdict"] == "warn", slightly["reasons"]
+    assert slightly["live"]["rmse_low"] > CHAMPION.rmse > slightly["live"]["rmse_low"] - 2000
+    # Above the test RMSE by chance alone (its interval reaches below it): not a warning.
+    chance = summarize(window(rows, 40_300, seed=1), reference[FEATURES],
+                       reference_predictions(reference), CHAMPION, CONFIG)
+    assert chance["live"]["rmse"] > CHAMPION.rmse > chance["live"]["rmse_low"]
+    assert chance["verdict"] == "ok", chance["reasons"]
 
 
 def test_few_labels_are_shown_not_judged_and_an_empty_window_is_ok(reference):

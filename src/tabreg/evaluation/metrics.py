@@ -66,7 +66,8 @@ def regression_metrics(y_true: object, y_pred: object) -> dict[str, float]:
     mape = (float(np.mean(np.abs(p[nonzero] - y[nonzero]) / np.abs(y[nonzero]))) * 100
             if nonzero.any() else float("nan"))
     return {"rmse": rmse(y, p), "mae": float(mean_absolute_error(y, p)),
-            "r2": float(r2_score(y, p)), "mape": mape, "n": int(y.size)}
+            "r2": float(r2_score(y, p)) if y.size > 1 else float("nan"),  # undefined on 1 row
+            "mape": mape, "n": int(y.size)}
 
 
 def _resampled_indices(n_rows: int, n_resamples: int, seed: int) -> Iterator[np.ndarray]:

@@ -11,8 +11,9 @@ and its test figures.
   intervals' coverage, overall and per slice, beside the champion's test figures.
 * **The verdict**: ``act`` on major drift, or when the live RMSE is above the upper end of the
   champion's test interval on enough labelled rows; ``warn`` on moderate drift, many flagged
-  rows, intervals that cover clearly less than promised, or a live RMSE above the test RMSE;
-  ``ok`` otherwise.
+  rows, intervals that cover clearly less than promised, or a live RMSE whose bootstrap
+  interval lies above the test RMSE (so that chance alone, half the time above, does not
+  warn); ``ok`` otherwise.
 """
 
 from __future__ import annotations
@@ -103,10 +104,11 @@ def verdict(drifted: dict[str, Any], flags: dict[str, Any], live: dict[str, Any]
             reasons.append(f"live RMSE {live['rmse']:,.0f} on {live['rows']:,} labelled rows "
                            f"is above the champion's test interval (up to "
                            f"{champion.rmse_high:,.0f})")
-        elif live["rmse"] > champion.rmse:
+        elif live["rmse_low"] > champion.rmse:  # clearly worse, not a draw of chance
             warn = True
-            reasons.append(f"live RMSE {live['rmse']:,.0f} is above the champion's test RMSE "
-                           f"{champion.rmse:,.0f}, within its interval")
+            reasons.append(f"live RMSE {live['rmse']:,.0f} (at least {live['rmse_low']:,.0f}) "
+                           f"is above the champion's test RMSE {champion.rmse:,.0f}, within "
+                           "its interval")
         coverage = live.get("interval_coverage")
         if coverage is not None and champion.level is not None and \
                 coverage < champion.level - monitor.coverage_gap:

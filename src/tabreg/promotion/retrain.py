@@ -170,6 +170,8 @@ def should_retrain(config: Config, new: NewData, new_rows: int, drift_level: str
                        f"raw table; nothing to retrain on")
     wanted = config.retrain.drift.retrain_level
     drifted = drift_level is not None and LEVELS.index(drift_level) >= LEVELS.index(wanted)
+    if trigger == "monitor":  # the served traffic said act: any new rows are worth a model
+        return True, f"monitoring said act, and {new_rows} new rows arrived"
     if trigger == "drift":
         if drifted:
             return True, f"drift is {drift_level} (retrain.drift.retrain_level: {wanted})"
@@ -183,6 +185,16 @@ def should_retrain(config: Config, new: NewData, new_rows: int, drift_level: str
         return True, f"only {new_rows} new rows, but drift is {drift_level}"
     return False, (f"{new_rows} new rows, fewer than retrain.min_new_rows = "
                    f"{config.retrain.min_new_rows}; they wait for more")
+
+
+def _asked_by_monitor(config: Config, trigger: str) -> list[str]:
+    """What a retrain that monitoring asked for needs when no data has come."""
+    if trigger != "monitor":
+        return []
+    return [f"monitoring asked for a retrain, but a new model needs new labelled data: label "
+            f"the rows in {config.paths.monitoring}/to_label.csv (or others like the window's) "
+            f"and drop them, as a batch with the training columns, into "
+            f"{config.data.landing_dir}/"]
 
 
 def record(config: Config, root: Path, **entry: Any) -> dict:
@@ -305,7 +317,7 @@ def retrain(config: Config, root: Path, trigger: str, hooks: Hooks,
         new = detect_new_data(config, root)
         if not new.found:
             outcome = record(config, root, trigger=trigger, action="skip",
-                             reasons=["no new data"])
+                             reasons=["no new data", *_asked_by_monitor(config, trigger)])
             log_outcome(config, root, outcome, None)
             logger.info("retrain: skipped, no new data")
             return outcome, None

@@ -79,5 +79,7 @@ def status_text(result: dict) -> str:
         what = d["action"]
         if d.get("challenger"):
             what += f" (challenger {d['challenger']}, champion {d.get('champion') or 'none'})"
+        if d.get("verdict"):  # a monitoring report's
+            what += f" {d['verdict']} (remedy {d.get('remedy', 'none')})"
         lines.append(f"    {d['at']} {what}: {'; '.join(d.get('reasons', []))[:160]}")
     return "\n".join(lines)

@@ -82,12 +82,13 @@ def connect(config: Config, root: Path, *, must_exist: bool = False) -> str:
     return uri
 
 
-def start(config: Config, root: Path) -> str:
-    """Point MLflow at the configured store and experiment; return the experiment id."""
+def start(config: Config, root: Path, name: str | None = None) -> str:
+    """Point MLflow at the configured store and experiment (``name``: another one in the
+    same store, such as the monitoring reports'); return the experiment id."""
     import mlflow
 
     uri = connect(config, root)
-    name = config.tracking.experiment
+    name = name or config.tracking.experiment
     experiment = mlflow.get_experiment_by_name(name)
     if experiment is None:
         location = None
