@@ -399,6 +399,8 @@ class ServeConfig(_Frozen):
     chunk_rows: int = Field(default=100_000, ge=1, description="batch scoring chunk size")
     fast: bool = Field(default=True, description="the server computes with the fitted "
                        "model's arithmetic in numpy (tabreg.serving.fast), not sklearn's calls")
+    request_threads: int = Field(default=1, ge=1, description="threads that share one "
+                                 "request of 256 rows or more on the fast path (1: none)")
     interval: float = Field(default=0.9, gt=0.0, lt=1.0,
                             description="prediction intervals' coverage level")
     interval_scale: Literal["difficulty", "constant"] = Field(

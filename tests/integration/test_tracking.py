@@ -181,7 +181,8 @@ def test_the_fast_path_equals_the_registered_model_on_the_test_split(trained):
     spec = scoring.spec_for(loaded, load_config(trained / "params.yaml").schema)
     features = scoring.check_frame(test, spec).features
     expected = loaded.predict(features)
-    run = fast.compile_model(scoring.raw_model(loaded))
+    run = fast.compile_model(scoring.raw_model(loaded), threads=2)  # as the server does
+    assert len(features) >= fast.SPLIT  # so the rows are shared by the two threads
     for got, column in zip(run(features), ("prediction", "lower", "upper"), strict=True):
         np.testing.assert_allclose(got, expected[column], rtol=1e-6)
     for i in range(0, len(features), 25):  # one-row requests, as the server mostly gets

@@ -61,11 +61,14 @@ def test_the_fast_path_equals_the_model(candidate, train, new_rows):
     model = fitted(candidate, train)
     features = checked(model, new_rows)
     slow = model.predict_interval(features)
-    run = fast.compile_model(model)
+    run, shared = fast.compile_model(model), fast.compile_model(model, threads=3)
     # 1e-6 relative, the bound: the MLP computes in float32, where a batch of one row
     # and one of 400 take different kernels (about 1e-8 apart); the trees agree to 1e-12.
-    for rows in (features, features.head(1), features.iloc[[5]]):
-        pred, lower, upper = run(rows)
+    # A request of SPLIT rows or more, shared by three threads, gives the same numbers.
+    assert len(features) >= fast.SPLIT
+    for rows, score in ((features, run), (features, shared), (features.head(1), shared),
+                        (features.iloc[[5]], run)):
+        pred, lower, upper = score(rows)
         expected = slow.loc[rows.index]
         np.testing.assert_allclose(pred, expected["prediction"], rtol=1e-6)
         np.testing.assert_allclose(lower, expected["lower"], rtol=1e-6)

@@ -51,6 +51,25 @@ def test_rows_carry_the_request_model_inputs_and_outputs():
     assert without["lower"].isna().all() and without["row_id"].str.fullmatch(r"[0-9a-f]{16}").all()
 
 
+def test_a_batch_of_requests_is_the_requests_one_by_one():
+    # The writer builds one table for many requests: it must hold what each request's own
+    # table holds, ids given or hashed, intervals or none, row numbers per request.
+    when = datetime(2026, 11, 30, 8, tzinfo=UTC)
+    taken = [request(3, "a", when), request(1, "b", when + timedelta(seconds=1))]
+    hashed = request(2, "c", when)
+    hashed[1]["row_id"], hashed[1]["lower"], hashed[1]["upper"] = None, None, None
+    other = (pd.DataFrame({"x": [1.0, 2.0]}), {**hashed[1], "prediction": [1.0, 2.0]},
+             {**hashed[2], "request_id": "d", "version": "4"})
+    taken += [hashed, other]
+    one_by_one = pd.concat([il.rows_for_log(f, s, **m) for f, s, m in taken],
+                           ignore_index=True)
+    together = il.rows_for_requests(taken)
+    pd.testing.assert_frame_equal(together, one_by_one, check_like=True)  # columns: any order
+    assert together["row"].tolist() == [0, 1, 2, 0, 0, 1, 0, 1]
+    assert together["row_id"].iloc[4] == il.rows_for_log(*hashed[:2], **hashed[2])[
+        "row_id"].iloc[0]
+
+
 def test_every_row_is_written_by_day_and_none_is_lost_on_close(tmp_path):
     log = il.InferenceLog(il.ParquetDays(tmp_path / "log"), target="log", batch_rows=50,
                           flush_seconds=0.05).start()

@@ -58,6 +58,45 @@ def test_unknown_category_and_missing_value_are_scored_and_flagged(fitted, rows)
     assert np.isfinite(scoring.predict(model, checked.features)).all()
 
 
+def _small_requests(rows: pd.DataFrame, spec) -> list[pd.DataFrame]:
+    """Small frames as the server parses JSON bodies: clean, with missing values, unknown or
+    missing categories, integers, and types the quick check leaves to the full one."""
+    from tabreg.serving.server import frame_from_json
+
+    def parsed(frame: pd.DataFrame) -> pd.DataFrame:
+        clean = frame.astype(object).where(frame.notna(), None)
+        return frame_from_json({"dataframe_split": {"columns": list(clean.columns),
+                                                    "data": clean.values.tolist()}}, spec)
+
+    base = rows[FEATURES].iloc[100:106].reset_index(drop=True)
+    odd = base.copy()
+    odd.loc[0, "total_bedrooms"] = np.nan
+    odd.loc[1, "ocean_proximity"] = "LAKESIDE"
+    odd.loc[2, "ocean_proximity"] = None
+    odd.loc[3, ["longitude", "ocean_proximity"]] = [np.nan, "ISLAND"]
+    whole = base.assign(housing_median_age=base["housing_median_age"].astype(int))
+    text = parsed(base).assign(median_income=base["median_income"].astype(str))
+    return [parsed(base), parsed(base.head(1)), parsed(odd), parsed(whole), text,
+            base.assign(ocean_proximity=base["ocean_proximity"].astype("category")),
+            parsed(base.assign(**{ROW_ID: "a"})), parsed(odd.iloc[[2]])]
+
+
+def test_the_quick_check_of_small_requests_is_the_full_check(fitted, rows, monkeypatch):
+    _, spec = fitted
+    frames = _small_requests(rows, spec)
+    quick = [scoring.check_frame(f, spec) for f in frames]
+    assert scoring._check_plain(frames[0], spec) is not None  # the usual request: quick
+    assert scoring._check_plain(frames[4], spec) is None  # numbers as text: the full check
+    monkeypatch.setattr(scoring, "PLAIN_ROWS", 0)
+    for frame, got in zip(frames, quick, strict=True):
+        full = scoring.check_frame(frame, spec)
+        pd.testing.assert_frame_equal(got.features, full.features)
+        assert got.flags.tolist() == full.flags.tolist() and got.counts == full.counts
+    assert quick[2].flags.tolist()[:4] == [
+        "missing:total_bedrooms", "unknown_category:ocean_proximity",
+        "missing:ocean_proximity", "missing:longitude"]
+
+
 def test_numbers_written_as_text_are_numbers(fitted, rows):
     _, spec = fitted
     frame = rows.head(3)[FEATURES].astype(object)

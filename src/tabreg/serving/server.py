@@ -249,12 +249,14 @@ class ModelSlot:
         self._stop.set()
 
 
-def compiled(model: Any, ref: ModelRef) -> Callable[[pd.DataFrame], tuple[Any, Any, Any]] | None:
-    """The fast path of a loaded model, or None (said in the log) when a step has none."""
+def compiled(model: Any, ref: ModelRef, threads: int = 1
+             ) -> Callable[[pd.DataFrame], tuple[Any, Any, Any]] | None:
+    """The fast path of a loaded model (a large request shared by ``threads`` threads), or
+    None (said in the log) when a step has none."""
     from tabreg.serving import fast
 
     try:
-        return fast.compile_model(scoring.raw_model(model))
+        return fast.compile_model(scoring.raw_model(model), threads)
     except fast.NotCompiled as exc:
         log.info("serving: %s version %s on the plain path (%s)", ref.name, ref.version, exc)
         return None
@@ -282,7 +284,7 @@ def registry_slot(config: Config, root: Path, *, version: str | None = None,
     def load(found: Any) -> Served:
         model, ref = registry.load_registered(name, found, alias)
         spec = scoring.spec_for(model, config.schema, config.data.id_column)
-        run = compiled(model, ref) if config.serve.fast else None
+        run = compiled(model, ref, config.serve.request_threads) if config.serve.fast else None
         return Served(model, spec, ref, time.time(), threads, run)
 
     return ModelSlot(current, load, refresh)
@@ -447,6 +449,8 @@ def _check_port(host: str, port: int) -> None:
                               "uses it or choose another port (serve.port, PORT=...)") from None
 
 
+#: uvicorn's HTTP protocol, with Nagle off on every connection (see the module).
+HTTP = "tabreg.serving.nodelay:NoDelayHTTP"
 #: How :func:`serve` hands its arguments to worker processes (uvicorn starts them with
 #: ``spawn``, so they inherit the environment and nothing else).
 WORKER_ENV = "TABREG_SERVE_WORKER"
@@ -472,7 +476,7 @@ def serve(config: Config, root: Path, *, host: str | None = None, port: int | No
     ref = slot.served.ref
     _log_serving(ref.name, ref.version, ref.alias, refresh, f"http://{host}:{port}")
     uvicorn.run(create_app(slot, inference=inference_log.open_log(config, root)), host=host,
-                port=port, log_level="warning", access_log=False)
+                port=port, log_level="warning", access_log=False, http=HTTP)
 
 
 def _log_serving(name: str, version: str, alias: str | None, refresh: float, url: str,
@@ -510,6 +514,7 @@ def _serve_workers(config: Config, root: Path, host: str, port: int, version: st
             # A worker busy loading its model answers the supervisor's pings late on a loaded
             # machine: give it longer than the default 5 s before it counts as hung.
             uvicorn.run("tabreg.serving.server:worker_app", factory=True, workers=workers,
+                        http=HTTP,
                         host=host, port=port, log_level="warning", access_log=False,
                         timeout_worker_healthcheck=30)
         finally:
