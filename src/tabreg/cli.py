@@ -336,7 +336,7 @@ def summary_lines(summary: dict) -> Outcome:
     for reason in summary["reasons"]:
         print(f"  - {reason}")
     print(f"  remedy: {summary['action']['kind']}: {summary['action']['detail']}")
-    print(f"  report: {summary['to_label']['path'].rsplit('/', 1)[0]}/report.html")
+    print(f"  report: {summary['report']}; rows to label: {summary['to_label']['path']}")
     return None
 
 

@@ -96,3 +96,18 @@ def test_a_retrain_that_fails_is_reported_then_raised():
     assert skipped == {"kind": "retrain", "retrain": "skip",
                        "detail": "the retrain flow ran: skip: no new data"}
     assert mon.run_remedy({"kind": "retrain", "detail": ""}, None) is None
+
+
+def test_an_earlier_window_looked_at_again_leaves_the_latest_report(tmp_path):
+    from tests.unit.test_monitor_report import monitored
+
+    summary, samples = monitored(labelled=False, rows=200)
+    folder = tmp_path / "monitoring"
+    for until in ("2026-11-30T06:00:00+00:00", "2026-11-20T06:00:00+00:00"):
+        summary["window"] = {"since": None, "until": until}
+        files = mon.write_outputs(folder, summary, samples, pd.DataFrame({"a": [1]}))
+        assert files["report"].parent.name == until[:10].replace("-", "") + "T060000Z"
+        assert files["report"].exists() and files["to_label"].exists()
+    assert mon.last_until(folder) == datetime(2026, 11, 30, 6, tzinfo=UTC)
+    assert sorted(p.name for p in folder.iterdir()) == [
+        "20261120T060000Z", "20261130T060000Z", "report.html", "summary.json", "to_label.csv"]

@@ -145,7 +145,8 @@ def write_outputs(folder: Path, summary: dict[str, Any],
                   drawn: dict[str, tuple[np.ndarray, np.ndarray]],
                   pending: pd.DataFrame) -> dict[str, Path]:
     """The report, the summary and the rows to label: in a folder of their own (named by
-    the window's end) and, as the latest, beside it."""
+    the window's end) and, as the latest, beside it (unless an earlier window was asked for:
+    the next default window starts where the latest one ended)."""
     from tabreg.io import write_json
     from tabreg.monitoring import report
 
@@ -155,6 +156,9 @@ def write_outputs(folder: Path, summary: dict[str, Any],
              "summary": write_json(summary, here / SUMMARY),
              "to_label": here / TO_LABEL}
     pending.drop(columns=["date"], errors="ignore").to_csv(files["to_label"], index=False)
+    latest = last_until(folder)
+    if latest is not None and parse_time(summary["window"]["until"], "until") < latest:
+        return files  # an earlier window looked at again: the latest stays the latest
     for path in files.values():  # the latest, where a reader (and the next window) looks
         tmp = folder / f".{path.name}.tmp"
         shutil.copyfile(path, tmp)
@@ -220,6 +224,7 @@ def monitor(config: Config, root: Path, *, since: str | None = None,
     pending = to_label(frame, target, config.monitor.to_label_rows)
     summary["to_label"] = {"rows": len(pending),
                            "path": str(Path(config.paths.monitoring) / TO_LABEL)}
+    summary["report"] = str(Path(config.paths.monitoring) / REPORT)
     files = write_outputs(root / config.paths.monitoring, summary,
                           samples(summary, frame, reference, predicted), pending)
     summary["mlflow_run"] = log_run(config, root, summary, files)
