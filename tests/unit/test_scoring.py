@@ -239,7 +239,8 @@ def test_predict_command_scores_with_the_champion(store, rows, tmp_path, monkeyp
     monkeypatch.setenv("INFERENCE_LOG", str(tmp_path / "log"))
     src = _write(rows, tmp_path / "in.parquet")
     params = ["--params", str(ROOT / "params.yaml"), "-q"]
-    assert cli.run([*params, "predict", str(src), str(tmp_path / "out.csv")]) == 0
+    assert cli.run([*params, "predict", "--chunk-rows", "1000", str(src),
+                    str(tmp_path / "out.csv")]) == 0
     champion = mlflow.pyfunc.load_model(f"models:/{store.name}@champion")
     expected = champion.predict(rows[FEATURES])
     scored = _read(tmp_path / "out.csv")
@@ -251,6 +252,8 @@ def test_predict_command_scores_with_the_champion(store, rows, tmp_path, monkeyp
     # Every scored row is in the inference log, under the run's id.
     logged = pd.read_parquet(tmp_path / "log").sort_values("row")
     assert len(logged) == len(rows) and logged["request_id"].nunique() == 1
+    # Numbered through the whole file, across its three chunks: (request, row) names one row.
+    assert logged["row"].tolist() == list(range(len(rows)))
     assert set(logged["source"]) == {"predict"} and set(logged["model_version"]) == {"1"}
     np.testing.assert_allclose(logged["prediction"], expected["prediction"], rtol=1e-12)
     assert logged["row_id"].tolist() == scored["row_id"].astype(str).tolist()

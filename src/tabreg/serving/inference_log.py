@@ -56,13 +56,14 @@ def new_request_id() -> str:
 
 
 def rows_for_log(features: pd.DataFrame, scored: dict[str, Any], *, request_id: str,
-                 source: str, model: str, version: str, when: datetime | None = None
-                 ) -> pd.DataFrame:
-    """The log's rows for one scored request or chunk: ``scored`` holds ``row_id`` (optional),
-    ``prediction``, ``lower``, ``upper`` (None without intervals) and ``flags`` per row."""
+                 source: str, model: str, version: str, when: datetime | None = None,
+                 first_row: int = 0) -> pd.DataFrame:
+    """The log's rows for one scored request or chunk (whose first row is row ``first_row``
+    of its request): ``scored`` holds ``row_id`` (optional), ``prediction``, ``lower``,
+    ``upper`` (None without intervals) and ``flags`` per row."""
     return rows_for_requests([(features, scored, {
         "request_id": request_id, "source": source, "model": model, "version": version,
-        "when": when or datetime.now(UTC)})])
+        "when": when or datetime.now(UTC), "first_row": first_row})])
 
 
 def rows_for_requests(taken: list[tuple[pd.DataFrame, dict[str, Any], dict[str, Any]]]
@@ -77,7 +78,11 @@ def rows_for_requests(taken: list[tuple[pd.DataFrame, dict[str, Any], dict[str, 
     def each(key: str) -> np.ndarray:
         return np.repeat(np.array([meta[key] for _, _, meta in taken], dtype=object), sizes)
 
-    starts = np.repeat(np.cumsum(sizes) - sizes, sizes)
+    # A row's number in its request; a chunk of a larger one (make predict) says where it
+    # starts, so that (request id, row) names one row of the whole file.
+    starts = np.repeat(np.cumsum(sizes) - sizes
+                       - np.array([meta.get("first_row", 0) for _, _, meta in taken],
+                                  dtype=np.intp), sizes)
     frame = pd.DataFrame({REQUEST_ID: each("request_id"), ROW: np.arange(n) - starts,
                           TIME: pd.Series(pd.DatetimeIndex(
                               [meta["when"] for _, _, meta in taken]).tz_convert(UTC)

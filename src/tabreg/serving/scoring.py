@@ -666,14 +666,16 @@ def predict_file(config: Config, root: Path, source: Path, dest: Path, *,
     model, ref = registry.load_registered(name, found, CHAMPION if version is None else None)
     spec = spec_for(model, config.schema, config.data.id_column)
     inference, run_id = inference_log.open_log(config, root), inference_log.new_request_id()
+    done = [0]  # rows of the file logged so far: the next chunk's first row number
 
     def keep(features: pd.DataFrame, scored: dict[str, Any]) -> None:
         """Each chunk into the inference log, written before the next (memory stays one
         chunk); a log that cannot be written is reported, never a reason to fail."""
         if inference is not None:
             inference.append(features, scored, request_id=run_id, source="predict",
-                             model=name, version=ref.version)
+                             model=name, version=ref.version, first_row=done[0])
             inference.flush()
+        done[0] += len(features)
 
     try:
         result = score_file(model, spec, source, dest, schema=config.schema,
