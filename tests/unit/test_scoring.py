@@ -194,6 +194,20 @@ def test_file_scoring_uses_the_configured_id_column(fitted, rows, tmp_path):
     assert _read(tmp_path / "out.parquet")[ROW_ID].tolist() == expected
 
 
+def test_the_server_names_rows_as_file_scoring_does(rows):
+    from tabreg.serving.server import given_ids
+
+    frame = rows.head(5).reset_index(drop=True)
+    # The configured id column: its hash, as ingest and `make predict` compute it.
+    assert given_ids(frame, "median_income").tolist() == row_ids(frame, [
+        "median_income"]).tolist()
+    named = frame.assign(**{ROW_ID: [f"d{i}" for i in range(5)]})
+    assert given_ids(named, "median_income").tolist() == [f"d{i}" for i in range(5)]
+    assert given_ids(frame) is None  # then the log hashes the inputs, as scoring does
+    assert given_ids(frame.assign(median_income=[1.0, None, 2.0, 3.0, 4.0]),
+                     "median_income") is None
+
+
 def test_missing_column_fails_before_any_output(fitted, rows, tmp_path):
     model, spec = fitted
     src = _write(rows.drop(columns=["median_income"]), tmp_path / "in.csv")

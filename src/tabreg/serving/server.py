@@ -190,6 +190,7 @@ class Served:
     threads: int | None = None  # BLAS/OpenMP threads per prediction (None: no cap)
     #: The model's arithmetic as plain numpy (``tabreg.serving.fast``); None: the plain path.
     fast: Callable[[pd.DataFrame], tuple[Any, Any, Any]] | None = None
+    id_column: str | None = None  # ``data.id_column``: a row's id is the hash of this column
 
     def predict(self, features: pd.DataFrame) -> tuple[Any, Any, Any]:
         """(prediction, lower, upper) of each row, by the fast path when there is one."""
@@ -285,7 +286,7 @@ def registry_slot(config: Config, root: Path, *, version: str | None = None,
         model, ref = registry.load_registered(name, found, alias)
         spec = scoring.spec_for(model, config.schema, config.data.id_column)
         run = compiled(model, ref, config.serve.request_threads) if config.serve.fast else None
-        return Served(model, spec, ref, time.time(), threads, run)
+        return Served(model, spec, ref, time.time(), threads, run, config.data.id_column)
 
     return ModelSlot(current, load, refresh)
 
@@ -328,7 +329,7 @@ def score_body(served: Served, body: bytes, content_type: str,
     checked = scoring.check_frame(frame, served.spec, where="input")
     predictions, lower, upper = served.predict(checked.features)
     if on_scored is not None:
-        on_scored(checked.features, {inference_log.ROW_ID: _given_ids(frame),
+        on_scored(checked.features, {inference_log.ROW_ID: given_ids(frame, served.id_column),
                                      inference_log.PREDICTION: predictions,
                                      inference_log.LOWER: lower, inference_log.UPPER: upper,
                                      inference_log.FLAGS: checked.flags})
@@ -339,13 +340,17 @@ def score_body(served: Served, body: bytes, content_type: str,
             "model": served.ref.to_dict()}
 
 
-def _given_ids(frame: pd.DataFrame) -> Any:
-    """The rows' ids when the client sent a complete ``row_id`` column; None otherwise, and
-    the log names each row by the hash of its inputs."""
+def given_ids(frame: pd.DataFrame, id_column: str | None = None) -> Any:
+    """The rows' ids as ``make predict`` names them: a complete ``row_id`` column, else the
+    hash of a complete ``data.id_column`` (as ingest computes it); None otherwise, and the log
+    names each row by the hash of its inputs."""
     from tabreg.config import ROW_ID
+    from tabreg.data.identity import row_ids
 
     if ROW_ID in frame.columns and not frame[ROW_ID].isna().any():
         return frame[ROW_ID].astype("str").to_numpy()
+    if id_column and id_column in frame.columns and not frame[id_column].isna().any():
+        return row_ids(frame, [id_column]).to_numpy()
     return None
 
 
