@@ -134,8 +134,7 @@ retrain: $(STAMP) ## the retrain-and-promote flow, once, now (skips when there i
 	python flows/retrain.py --params $(PARAMS)
 
 monitor: $(STAMP) ## report on the served traffic (drift, flags, live quality) and act on it: SINCE=, UNTIL=, ACT=0
-	python flows/monitor.py --params $(PARAMS) $(if $(SINCE),--since "$(SINCE)") \
-		$(if $(UNTIL),--until "$(UNTIL)") $(if $(filter 0 no false,$(ACT)),--no-act)
+	python flows/monitor.py --params $(PARAMS)$(if $(SINCE), --since "$(SINCE)")$(if $(UNTIL), --until "$(UNTIL)")$(if $(filter 0 no false,$(ACT)), --no-act)
 
 schedule: $(STAMP) ## serve the retrain and monitor deployments on their crons (needs a Prefect server)
 	python flows/retrain.py --params $(PARAMS) --serve
