@@ -159,3 +159,20 @@ def test_a_database_password_is_never_shown(tmp_path):
     assert log.status()["target"] == "postgresql://tabreg:***@127.0.0.1:1/inference"
     off = config.model_copy(update={"monitor": config.monitor.model_copy(update={"log": ""})})
     assert il.open_log(off, tmp_path) is None  # monitor.log: "" turns the log off
+
+
+def test_past_days_are_merged_into_one_file_each_and_no_row_is_lost(tmp_path):
+    log = il.ParquetDays(tmp_path / "log")
+    days = [datetime(2026, 11, 28, 12, tzinfo=UTC), datetime(2026, 11, 29, 12, tzinfo=UTC),
+            datetime(2026, 11, 30, 12, tzinfo=UTC)]
+    for i in range(12):  # four flushes a day, a few rows each
+        features, scored, meta = request(3, f"q{i:02d}", days[i % 3] + timedelta(minutes=i))
+        log.write(il.rows_for_log(features, scored, **meta))
+    before = read_back(tmp_path / "log")
+    merged = il.compact_days(tmp_path / "log", before="2026-11-30")
+    assert merged == {"date=2026-11-28": 4, "date=2026-11-29": 4}  # today's stay as written
+    counts = {d.name: len(list(d.glob("part-*.parquet")))
+              for d in (tmp_path / "log").iterdir()}
+    assert counts == {"date=2026-11-28": 1, "date=2026-11-29": 1, "date=2026-11-30": 4}
+    pd.testing.assert_frame_equal(read_back(tmp_path / "log"), before)
+    assert il.compact_days(tmp_path / "log", before="2026-11-30") == {}  # nothing left to merge

@@ -76,6 +76,14 @@ def gather(config: Config, root: Path, start: datetime | None, end: datetime
     if not config.monitor.log:
         raise TabregError("the inference log is off (monitor.log is empty): there is no "
                           "served traffic to monitor; set monitor.log (or INFERENCE_LOG)")
+    if "://" not in config.monitor.log:  # the days no server writes to any more: one file each
+        from tabreg.serving.inference_log import compact_days
+
+        today = datetime.now(UTC).strftime("%Y-%m-%d")
+        merged = compact_days(root / config.monitor.log, before=today)
+        if merged:
+            log.info("monitor: merged the inference log's files of %d past day(s) (%d files)",
+                     len(merged), sum(merged.values()))
     frame = read_window(config.monitor.log, root, start, end)
     target = config.schema.target
     folder = root / config.monitor.labels

@@ -151,6 +151,36 @@ class ParquetDays:
                 tmp.unlink(missing_ok=True)
 
 
+def compact_days(folder: Path, before: str) -> dict[str, int]:
+    """Merge each day folder older than ``before`` (``YYYY-MM-DD``) that holds several part
+    files into one, so that a month of a busy server (a file per flush and process: up to
+    8,640 a day each) reads as a month of files, not hundreds of thousands. Written whole
+    under a temporary name first, then the parts it holds are removed: a reader sees every row
+    once before and after (and, in the instant between, at worst twice, never not at all),
+    and parts that arrive meanwhile (a late flush) stay for the next compaction. Returns the
+    number of parts merged per day."""
+    merged: dict[str, int] = {}
+    for day in sorted(p for p in folder.glob("date=*") if p.is_dir()):
+        if day.name.removeprefix("date=") >= before:
+            continue
+        parts = sorted(day.glob("part-*.parquet"))
+        if len(parts) < 2:
+            continue
+        frame = pd.concat([pd.read_parquet(p) for p in parts], ignore_index=True)
+        stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S%f")
+        dest = day / f"part-{stamp}-{os.getpid()}-compacted.parquet"
+        tmp = dest.with_name(f".{dest.name}.tmp")
+        try:
+            frame.sort_values(TIME, kind="stable").to_parquet(tmp, index=False)
+            tmp.rename(dest)
+        finally:
+            tmp.unlink(missing_ok=True)
+        for part in parts:
+            part.unlink(missing_ok=True)  # another compaction at the same time took it
+        merged[day.name] = len(parts)
+    return merged
+
+
 class SqlTable:
     """A table in a database (``inference_log``), created by the first write; the model's
     input columns become columns of their own, so SQL can filter and aggregate them."""
