@@ -111,3 +111,11 @@ def test_an_earlier_window_looked_at_again_leaves_the_latest_report(tmp_path):
     assert mon.last_until(folder) == datetime(2026, 11, 30, 6, tzinfo=UTC)
     assert sorted(p.name for p in folder.iterdir()) == [
         "20261120T060000Z", "20261130T060000Z", "report.html", "summary.json", "to_label.csv"]
+
+
+def test_a_database_log_that_cannot_be_reached_is_named_without_its_password(tmp_path):
+    url = "postgresql://tabreg:s3cret@127.0.0.1:1/inference"  # nothing listens on port 1
+    with pytest.raises(TabregError, match=r"cannot read the inference log at "
+                                          r"postgresql://tabreg:\*+@127\.0\.0\.1:1") as caught:
+        read_window(url, tmp_path, None, T0)
+    assert "s3cret" not in str(caught.value)

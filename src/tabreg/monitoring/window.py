@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 
@@ -55,9 +56,21 @@ def _from_parquet(folder: Path) -> list[pd.DataFrame]:
 
 
 def _from_database(url: str, since: datetime | None, until: datetime) -> pd.DataFrame:
-    from sqlalchemy import create_engine, inspect, text
+    from sqlalchemy import create_engine
+    from sqlalchemy.exc import SQLAlchemyError
 
-    engine = create_engine(url, pool_pre_ping=True)
+    from tabreg.services.postgres import hide_password
+
+    try:
+        return _select(create_engine(url, pool_pre_ping=True), since, until)
+    except SQLAlchemyError as exc:
+        raise TabregError(f"cannot read the inference log at {hide_password(url)}: "
+                          f"{type(exc).__name__}: {str(exc).splitlines()[0][:300]}") from None
+
+
+def _select(engine: Any, since: datetime | None, until: datetime) -> pd.DataFrame:
+    from sqlalchemy import inspect, text
+
     try:
         if not inspect(engine).has_table(TABLE):
             return pd.DataFrame()
