@@ -430,13 +430,30 @@ def _latencies(url: str, body: bytes, n: int) -> list[float]:
     return out
 
 
-def serving(plan: Plan, work: Path) -> dict:
+def _in_process_figures(config, frame, n1: int, n100: int) -> tuple[float, ...]:
+    """Median seconds in process, on one thread as the server predicts: the registered pyfunc
+    model on 1, 100 and 1,000 rows, then the fast path on 1 and 1,000 checked rows."""
     import mlflow.pyfunc
-    import numpy as np
     from threadpoolctl import threadpool_limits
 
-    from tabreg.data import synthetic
     from tabreg.serving import fast, scoring
+
+    model = mlflow.pyfunc.load_model(f"models:/{config.registry.model_name}@champion")
+    spec = scoring.spec_for(model, config.schema)
+    run = fast.compile_model(scoring.raw_model(model))
+    one, hundred = frame.head(1), frame.head(100)
+    checked1, checked1000 = (scoring.check_frame(f, spec).features for f in (one, frame))
+    with threadpool_limits(1):
+        return (_in_process(model, one, n1), _in_process(model, hundred, n100),
+                _in_process(model, frame, max(3, n100 // 20)),
+                _in_process(run, checked1, n1),
+                _in_process(run, checked1000, max(3, n100 // 20)))
+
+
+def serving(plan: Plan, work: Path) -> dict:
+    import numpy as np
+
+    from tabreg.data import synthetic
 
     config = _load_config()
     store = work / "serving"
@@ -453,23 +470,14 @@ def serving(plan: Plan, work: Path) -> dict:
     with _server(store, uri, workers=2) as (url, _):
         _concurrent_rps(url, body1, 20, clients=4)  # every worker warmed up
         two_workers = _concurrent_rps(url, body1, n1, clients=4)
-    model = mlflow.pyfunc.load_model(f"models:/{config.registry.model_name}@champion")
-    spec = scoring.spec_for(model, config.schema)
-    run = fast.compile_model(scoring.raw_model(model))
-    checked1, checked1000 = (scoring.check_frame(f, spec).features for f in (one, frame))
-    with threadpool_limits(1):  # as the server predicts
-        ref1 = _in_process(model, one, n1)
-        ref100 = _in_process(model, hundred, n100)
-        ref1000 = _in_process(model, frame, max(3, n100 // 20))
-        fast1 = _in_process(run, checked1, n1)
-        fast1000 = _in_process(run, checked1000, max(3, n100 // 20))
+    ref1, ref100, ref1000, fast1, fast1000 = _in_process_figures(config, frame, n1, n100)
 
     def pct(values, q):
         return float(np.percentile(values, q))
 
     rps1 = len(lat1) / sum(lat1)
     rows1000 = 1000 / pct(lat1000, 50)
-    return {
+    figures = {
         "server_start_seconds": round(startup, 2),
         "one_row": {"p50_ms": round(pct(lat1, 50) * 1e3, 2),
                     "p99_ms": round(pct(lat1, 99) * 1e3, 2),
@@ -485,35 +493,42 @@ def serving(plan: Plan, work: Path) -> dict:
                           "rows_per_s": round(rows1000),
                           "in_process_rows_per_s": round(1000 / ref1000),
                           "fast_path_rows_per_s": round(1000 / fast1000)},
-        "table": [
-            row("serving, 1-row request: p50 / p99 latency",
-                f"{pct(lat1, 50) * 1e3:.1f} / {pct(lat1, 99) * 1e3:.1f} ms",
-                f"in-process pyfunc predict: {ref1 * 1e3:.1f} ms",
-                f"{ref1 / pct(lat1, 50):.1f}x faster",
-                "<= 5 / 15 ms", pct(lat1, 50) <= 5e-3 and pct(lat1, 99) <= 15e-3),
-            row("serving, 1-row prediction in process: the fast path",
-                f"{fast1 * 1e3:.2f} ms", f"pyfunc predict: {ref1 * 1e3:.1f} ms",
-                f"{ref1 / fast1:.0f}x"),
-            row("serving, 1,000-row request: rows/s",
-                f"{rows1000:,.0f} rows/s ({pct(lat1000, 50) * 1e3:.0f} ms)",
-                f"in-process pyfunc: {1000 / ref1000:,.0f} rows/s; fast path "
-                f"{1000 / fast1000:,.0f}", f"{rows1000 * ref1000 / 1000:.1f}x",
-                ">= 50,000 rows/s", rows1000 >= 50_000),
-            row("serving, 100-row request: p50 / p99 latency",
-                f"{pct(lat100, 50) * 1e3:.1f} / {pct(lat100, 99) * 1e3:.1f} ms",
-                f"in-process pyfunc predict: {ref100 * 1e3:.1f} ms",
-                f"{(pct(lat100, 50) - ref100) * 1e3:+.1f} ms"),
-            row("serving, requests/s (1-row; 1 client / 4 clients)",
-                f"{rps1:.0f} / {parallel:.0f} req/s",
-                f"100-row: {len(lat100) / sum(lat100):.0f} req/s "
-                f"({100 * len(lat100) / sum(lat100):,.0f} rows/s)", "",
-                ">= 200 req/s with 4 clients", parallel >= 200),
-            row("serving, requests/s with 2 worker processes (1-row; 4 clients)",
-                f"{two_workers:.0f} req/s", f"1 worker, 4 clients: {parallel:.0f} req/s",
-                f"{two_workers / parallel:.1f}x"),
-        ],
     }
+    return {**figures, "table": _serving_table(figures)}
 
+
+def _serving_table(f: dict) -> list[dict]:
+    """The serving figures as the report's rows, each beside the plain pyfunc path's."""
+    one, hundred, thousand = f["one_row"], f["hundred_rows"], f["thousand_rows"]
+    p50, p99, ref1 = one["p50_ms"], one["p99_ms"], one["in_process_p50_ms"]
+    rows1000, parallel = thousand["rows_per_s"], one["requests_per_s_4_clients"]
+    two = one["requests_per_s_4_clients_2_workers"]
+    return [
+        row("serving, 1-row request: p50 / p99 latency", f"{p50:.1f} / {p99:.1f} ms",
+            f"in-process pyfunc predict: {ref1:.1f} ms", f"{ref1 / p50:.1f}x faster",
+            "<= 5 / 15 ms", p50 <= 5 and p99 <= 15),
+        row("serving, 1-row prediction in process: the fast path",
+            f"{one['fast_path_p50_ms']:.2f} ms", f"pyfunc predict: {ref1:.1f} ms",
+            f"{ref1 / one['fast_path_p50_ms']:.0f}x"),
+        row("serving, 1,000-row request: rows/s",
+            f"{rows1000:,.0f} rows/s ({thousand['p50_ms']:.0f} ms)",
+            f"in-process pyfunc: {thousand['in_process_rows_per_s']:,.0f} rows/s; fast path "
+            f"{thousand['fast_path_rows_per_s']:,.0f}",
+            f"{rows1000 / thousand['in_process_rows_per_s']:.1f}x",
+            ">= 50,000 rows/s", rows1000 >= 50_000),
+        row("serving, 100-row request: p50 / p99 latency",
+            f"{hundred['p50_ms']:.1f} / {hundred['p99_ms']:.1f} ms",
+            f"in-process pyfunc predict: {hundred['in_process_p50_ms']:.1f} ms",
+            f"{hundred['p50_ms'] - hundred['in_process_p50_ms']:+.1f} ms"),
+        row("serving, requests/s (1-row; 1 client / 4 clients)",
+            f"{one['requests_per_s']:.0f} / {parallel:.0f} req/s",
+            f"100-row: {hundred['requests_per_s']:.0f} req/s "
+            f"({100 * hundred['requests_per_s']:,.0f} rows/s)", "",
+            ">= 200 req/s with 4 clients", parallel >= 200),
+        row("serving, requests/s with 2 worker processes (1-row; 4 clients)",
+            f"{two:.0f} req/s", f"1 worker, 4 clients: {parallel:.0f} req/s",
+            f"{two / parallel:.1f}x"),
+    ]
 
 @contextmanager
 def _server(store: Path, uri: str, workers: int) -> Iterator[tuple[str, float]]:

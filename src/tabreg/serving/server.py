@@ -374,9 +374,8 @@ def create_app(slot: ModelSlot, *, max_body: int = MAX_BODY_BYTES,
     ``inference`` log (none: not kept)."""
     from contextlib import asynccontextmanager
 
-    from fastapi import FastAPI, Request
+    from fastapi import FastAPI
     from fastapi.responses import JSONResponse
-    from starlette.concurrency import run_in_threadpool
 
     @asynccontextmanager
     async def lifespan(_app: FastAPI):
@@ -409,6 +408,19 @@ def create_app(slot: ModelSlot, *, max_body: int = MAX_BODY_BYTES,
     app.get("/health")(health)
     app.get("/ping")(state)  # liveness: 200 as long as the process scores
 
+    app.router.add_route("/invocations", _invocations(slot, max_body, inference),
+                         methods=["POST"])
+    return app
+
+
+def _invocations(slot: ModelSlot, max_body: int,
+                 inference: inference_log.InferenceLog | None) -> Any:
+    """``POST /invocations``: a plain Starlette route (the handler takes the raw request,
+    nothing for FastAPI to inject), scoring in a worker thread off the event loop."""
+    from fastapi import Request
+    from fastapi.responses import JSONResponse
+    from starlette.concurrency import run_in_threadpool
+
     async def invocations(request: Request) -> Any:
         declared = request.headers.get("content-length", "")
         if declared.isdigit() and int(declared) > max_body:
@@ -438,9 +450,7 @@ def create_app(slot: ModelSlot, *, max_body: int = MAX_BODY_BYTES,
             return _error(500, "INTERNAL_ERROR", f"{type(exc).__name__}: {str(exc)[:300]}")
         return JSONResponse({**result, "request_id": rid}, headers={"X-Request-ID": rid})
 
-    # A plain Starlette route: the handler takes the raw request, nothing for FastAPI to inject.
-    app.router.add_route("/invocations", invocations, methods=["POST"])
-    return app
+    return invocations
 
 
 def _check_port(host: str, port: int) -> None:

@@ -84,6 +84,23 @@ def _with_intervals(pipeline: Any, config: Config, root: Path, frame: Any) -> An
         raise TabregError(f"prediction intervals: {exc} ({config.paths.oof})") from None
 
 
+def _calibrated(pipeline: Any, config: Config, root: Path, frame: Any,
+                threads: int) -> Any:
+    """The fitted pipeline with its prediction intervals, their settings and calibration
+    logged to the training run."""
+    import mlflow
+
+    from tabreg.resources import thread_budget
+
+    with thread_budget(threads):
+        model = _with_intervals(pipeline, config, root, frame)
+    mlflow.log_params({"serve.interval": config.serve.interval,
+                       "serve.interval_scale": config.serve.interval_scale})
+    mlflow.log_metrics({"interval_quantile": model.quantile_,
+                        "interval_calibration_coverage": model.calibration_coverage_})
+    return model
+
+
 def train(config: Config, root: Path) -> dict:
     """Fit the chosen candidate on the whole training split and save it as an MLflow model."""
     import mlflow
@@ -119,12 +136,7 @@ def train(config: Config, root: Path) -> dict:
         for h in history:
             mlflow.log_metrics({"train_loss": h["train_loss"], "val_rmse": h["val_rmse"]},
                                step=int(h["epoch"]))
-        with thread_budget(threads):
-            model = _with_intervals(pipeline, config, root, frame)
-        mlflow.log_params({"serve.interval": config.serve.interval,
-                           "serve.interval_scale": config.serve.interval_scale})
-        mlflow.log_metrics({"interval_quantile": model.quantile_,
-                            "interval_calibration_coverage": model.calibration_coverage_})
+        model = _calibrated(pipeline, config, root, frame, threads)
         model_kwargs = {"input_example": X.head(5),
                         "code_paths": [str(Path(__file__).resolve().parents[1])],
                         "pip_requirements": _requirements(_family_requirements(candidate))}
