@@ -147,7 +147,8 @@ def test_values_from_the_summary_are_escaped_and_missing_ones_shown_as_a_dash(la
     assert "<script" not in page.lower() and "<b>now" not in page and "<id>" not in page
     assert html.escape(bad) in page and "&lt;b&gt;now&lt;/b&gt; &amp; then" in page
     assert "3 duplicate labels replaced by later ones" in page
-    assert "12 labels match no logged row, e.g. &lt;id&gt;, q9" in page
+    assert ("12 labels match no row of this window (an earlier window&#x27;s, or another "
+            "deployment&#x27;s), e.g. &lt;id&gt;, q9") in page
     assert "reports/&lt;to_label&gt;.csv" in page
     assert "MAE –." in page
 

@@ -463,7 +463,8 @@ def _labels_section(summary: dict) -> str:
     if _float(labels.get("unknown")) > 0:
         ids = [str(i) for i in labels.get("unknown_ids") or []]
         example = f", e.g. {', '.join(ids)}" if ids else ""
-        lines.append(f"{_fmt(labels['unknown'], ',')} labels match no logged row{example}.")
+        lines.append(f"{_fmt(labels['unknown'], ',')} labels match no row of this window (an "
+                     f"earlier window's, or another deployment's){example}.")
     items = "".join(f"<li>{html.escape(line)}</li>" for line in lines)
     return f"<section><h2>Labels</h2><ul>{items}</ul></section>"
 
