@@ -37,6 +37,7 @@ class Served:
     model: Any
     figures: Champion
     slices: list[dict]
+    client: Any  # the MlflowClient it was read with (the rollback evidence reads on with it)
 
 
 def champion(config: Config, root: Path) -> Served:
@@ -51,22 +52,23 @@ def champion(config: Config, root: Path) -> Served:
     if recorded is None:
         raise TabregError(f"{name} version {version.version} (champion) carries no recorded "
                           "test RMSE: live quality has nothing to be compared with")
-    params = client.get_run(version.run_id).data.params if version.run_id else {}
+    run = client.get_run(version.run_id) if version.run_id else None
+    params = run.data.params if run is not None else {}
     level = params.get("serve.interval")
     figures = Champion(str(version.version), recorded.rmse, recorded.low, recorded.high,
                        float(level) if level else None)
-    return Served(name, version, model, figures, _test_slices(client, version.run_id))
+    return Served(name, version, model, figures, _test_slices(client, run), client)
 
 
-def _test_slices(client: Any, run_id: str | None) -> list[dict]:
+def _test_slices(client: Any, run: Any) -> list[dict]:
     """The slices the evaluation of the champion's training run logged (empty when none
     did: a version registered by hand, or before slices were logged)."""
     import os
     import tempfile
 
-    if not run_id:
+    if run is None:
         return []
-    experiment = client.get_run(run_id).info.experiment_id
+    run_id, experiment = run.info.run_id, run.info.experiment_id
     runs = client.search_runs([experiment], max_results=1, order_by=["attributes.start_time DESC"],
                               filter_string=f"tags.kind = 'evaluate' and "
                                             f"tags.train_run_id = '{run_id}'")
@@ -100,7 +102,7 @@ def reference(config: Config, root: Path, served: Served) -> tuple[pd.DataFrame,
     return features, predict(served.model, features)
 
 
-def rollback_evidence(config: Config, root: Path, served: Served, labelled: pd.DataFrame
+def rollback_evidence(config: Config, served: Served, labelled: pd.DataFrame
                       ) -> dict[str, Any] | None:
     """The champion and the version it replaced, scored on the same labelled rows: their
     RMSEs, and whether the replaced one does better. None when there is no replaced version
@@ -112,8 +114,7 @@ def rollback_evidence(config: Config, root: Path, served: Served, labelled: pd.D
     previous = served.version.tags.get(registry.PREVIOUS_TAG) or ""
     if not previous or len(labelled) < config.monitor.min_labels:
         return None
-    client = registry.open_store(config, root)
-    older = registry.get_version(client, served.name, previous)
+    older = registry.get_version(served.client, served.name, previous)
     if older is None:
         return {"previous": previous, "error": "no longer in the registry"}
     features = labelled[list(config.schema.features)]

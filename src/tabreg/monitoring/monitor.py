@@ -222,7 +222,7 @@ def monitor(config: Config, root: Path, *, since: str | None = None,
     summary = summarize(frame, reference, predicted, served.figures, config)
     target = config.schema.target
     labelled = frame[frame[target].notna()]
-    rollback = (evidence.rollback_evidence(config, root, served, labelled)
+    rollback = (evidence.rollback_evidence(config, served, labelled)
                 if summary["verdict"] == "act" else None)
     drift = config.retrain.drift
     summary.update(window=window, model=served.name, labels=labels, rollback=rollback,
