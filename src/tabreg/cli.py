@@ -346,7 +346,8 @@ def _step(args: argparse.Namespace, root: Path, config: Config) -> Outcome:
     from tabreg import steps
     from tabreg.store import recovery
 
-    recovery.clean_up(config, root, stores=args.command in _STORE_STEPS)
+    recovery.clean_up(config, root, stores=args.command in _STORE_STEPS,
+                      trials=args.command == "tune")
     return steps.get(args.command)(config, root)
 
 

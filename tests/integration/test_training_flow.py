@@ -16,7 +16,7 @@ from flows.training import main, training
 from tabreg.config import ROW_ID
 from tabreg.data import synthetic
 from tabreg.data.landing import BatchRejected
-from tests.conftest import ROOT, set_params
+from tests.conftest import ROOT, build_project, set_params
 from tests.integration.prefect_view import prefect_view
 
 pytestmark = pytest.mark.integration
@@ -137,26 +137,19 @@ def test_command_line_prints_the_summary(make_project, capsys):
     assert "split.test_size" in capsys.readouterr().err
 
 
-def test_new_batch_appends_and_keeps_the_test_set(make_project):
-    root = make_project(rows=3000)
+@pytest.fixture(scope="module")
+def trained(params, tmp_path_factory) -> Path:
+    """A project on 3,000 generated rows after one training flow, for the two batch tests
+    below, in this order: the bad batch is refused and changes nothing (which that test
+    checks), then the good batch is appended."""
+    root = build_project(tmp_path_factory.mktemp("batches"), params, rows=3000)
     subprocess.run(["dvc", "init", "--no-scm", "-q"], cwd=root, check=True)
     training(root=str(root))
-    test_before = set(pd.read_parquet(root / "data/split/test.parquet")[ROW_ID])
-
-    synthetic.write_csv(synthetic.generate(800, seed=5), root / "data/landing/2026-11-01.csv")
-    assert ran(training(root=str(root)))[:3] == ["ingest", "validate", "split"]
-    raw = pd.read_parquet(root / "data/raw/housing.parquet")
-    test_after = set(pd.read_parquet(root / "data/split/test.parquet")[ROW_ID])
-    assert len(raw) == 3800
-    assert test_before <= test_after
-    summary = json.loads((root / "reports/validation/summary.json").read_text())
-    assert summary["success"] and "batch-2026-11-01.csv" in summary["tables"]
+    return root
 
 
-def test_bad_batch_stops_before_split_and_keeps_outputs(make_project):
-    root = make_project(rows=3000)
-    subprocess.run(["dvc", "init", "--no-scm", "-q"], cwd=root, check=True)
-    training(root=str(root))
+def test_bad_batch_stops_before_split_and_keeps_outputs(trained):
+    root = trained
     train, test = root / "data/split/train.parquet", root / "data/split/test.parquet"
     before = train.read_bytes(), test.read_bytes()
 
@@ -170,3 +163,18 @@ def test_bad_batch_stops_before_split_and_keeps_outputs(make_project):
     assert (train.read_bytes(), test.read_bytes()) == before
     assert list((root / "data/quarantine").glob("*/2026-11-02.csv"))
     assert json.loads((root / "reports/validation/summary.json").read_text())["success"]
+    assert not (root / "data/landing/2026-11-02.csv").exists()  # moved: the next run is clean
+
+
+def test_new_batch_appends_and_keeps_the_test_set(trained):
+    root = trained
+    test_before = set(pd.read_parquet(root / "data/split/test.parquet")[ROW_ID])
+
+    synthetic.write_csv(synthetic.generate(800, seed=5), root / "data/landing/2026-11-01.csv")
+    assert ran(training(root=str(root)))[:3] == ["ingest", "validate", "split"]
+    raw = pd.read_parquet(root / "data/raw/housing.parquet")
+    test_after = set(pd.read_parquet(root / "data/split/test.parquet")[ROW_ID])
+    assert len(raw) == 3800
+    assert test_before <= test_after
+    summary = json.loads((root / "reports/validation/summary.json").read_text())
+    assert summary["success"] and "batch-2026-11-01.csv" in summary["tables"]

@@ -8,17 +8,19 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import optuna
 import pytest
 
 from tabreg.tuning.study import ATTR_WORKER, open_storage
-from tests.conftest import ROOT, set_params
+from tests.conftest import ROOT, build_project, set_params
 
 pytestmark = pytest.mark.integration
 ENV = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
@@ -57,11 +59,31 @@ def tune(root: Path, timeout: float = 600) -> str:
     return err
 
 
-@pytest.fixture
-def forest_project(make_project):
-    root = make_project(rows=1200, tune={**FOREST, "n_trials": 8, "workers": 2})
+@pytest.fixture(scope="module")
+def prepared(params, tmp_path_factory) -> Path:
+    """A project whose split is done (ingest, validate and split through the CLI, about 7 s):
+    built once, copied by each test, which then sets its own tuning budget."""
+    root = build_project(tmp_path_factory.mktemp("prepared"), params, rows=1200)
     prepare(root)
     return root
+
+
+@pytest.fixture
+def project(prepared, tmp_path) -> Callable[..., Path]:
+    """A copy of the prepared project with ``tune`` settings of the test's own."""
+
+    def build(**tune: object) -> Path:
+        root = tmp_path / "project"
+        shutil.copytree(prepared, root, symlinks=True)
+        set_params(root, "tune", **tune)
+        return root
+
+    return build
+
+
+@pytest.fixture
+def forest_project(project):
+    return project(**FOREST, n_trials=8, workers=2)
 
 
 def test_two_workers_share_the_budget_exactly(forest_project):
@@ -80,11 +102,10 @@ def test_two_workers_share_the_budget_exactly(forest_project):
         sum(study["per_family"]["random_forest"].values()) == 8
 
 
-def test_a_killed_worker_leaves_a_failed_trial_and_the_other_finishes(make_project):
+def test_a_killed_worker_leaves_a_failed_trial_and_the_other_finishes(project):
     slow = {**FOREST, "space": {"random_forest": {"n_estimators": {"low": 200, "high": 300,
                                                                    "int": True}}}}
-    root = make_project(rows=1200, tune={**slow, "n_trials": 6, "workers": 2})
-    prepare(root)
+    root = project(**slow, n_trials=6, workers=2)
     proc = cli(root, "tune")
     victim, deadline = None, time.time() + 180
     while victim is None and time.time() < deadline:
@@ -110,12 +131,10 @@ def _busy() -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-c", "while True: pass"])
 
 
-def test_one_worker_gives_the_same_trials_idle_and_beside_a_busy_process(make_project,
-                                                                         tmp_path):
+def test_one_worker_gives_the_same_trials_idle_and_beside_a_busy_process(project, tmp_path):
     mixed = {"families": ["random_forest", "hist_gradient_boosting"], "timeout": None,
              "n_trials": 5, "workers": 1}
-    root = make_project(rows=1200, tune=mixed)
-    prepare(root)
+    root = project(**mixed)
     tune(root)
     idle = [(t.number, t.params, t.value, t.state.name) for t in trials(root)]
     (root / "optuna.journal").rename(tmp_path / "first.journal")
@@ -167,10 +186,8 @@ def _finished(root) -> list[optuna.trial.FrozenTrial]:
     return [t for t in _study_trials(root) if t.state.name in ("COMPLETE", "PRUNED", "FAIL")]
 
 
-def test_killed_study_resumes_keeping_finished_trials(make_project):
-    root = make_project(rows=1500, tune={"n_trials": 40, "timeout": None, "workers": 2,
-                                         "families": ["random_forest"]})
-    prepare(root)
+def test_killed_study_resumes_keeping_finished_trials(project):
+    root = project(n_trials=40, timeout=None, workers=2, families=["random_forest"])
     proc = cli(root, "tune")
     deadline = time.time() + 120
     while time.time() < deadline and len(_finished(root)) < 3:

@@ -83,9 +83,14 @@ def fail_dead_trials(config: Config, root: Path) -> dict[str, list[int]]:
     return failed
 
 
-def clean_up(config: Config, root: Path, *, stores: bool = True) -> dict:
+def clean_up(config: Config, root: Path, *, stores: bool = True, trials: bool = True) -> dict:
     """Remove the temporary files dead writers left and (``stores``) fail the MLflow runs and
-    Optuna trials that dead processes left RUNNING; says what it did in one log line.
+    (``trials``) the Optuna trials that dead processes left RUNNING; says what it did in one
+    log line.
+
+    ``trials=False`` is for the steps after tuning, which read no study: opening the tuning
+    storage (and importing Optuna) cost each of them about 1.3 s, and the next tuning sweeps
+    whatever a killed study left.
 
     Best effort: a store it cannot reach or read is reported by the step that needs it.
     """
@@ -98,7 +103,7 @@ def clean_up(config: Config, root: Path, *, stores: bool = True) -> dict:
     done: dict = {"temporary_files": removed, "mlflow_runs": [], "optuna_trials": {}}
     sweeps = (("mlflow_runs", "MLflow runs", tracking.fail_dead_runs),
               ("optuna_trials", "Optuna trials", fail_dead_trials))
-    for key, what, sweep in sweeps if stores else ():
+    for key, what, sweep in sweeps[:2 if trials else 1] if stores else ():
         try:
             done[key] = sweep(config, root)
         except TabregError:  # unreachable: the step that needs the store says so
