@@ -118,7 +118,7 @@ def _mlflow_uris_per_module() -> Iterator[None]:
     a tracking or registry URI must not steer the next module to a store that is gone."""
     from tests.scoring_helpers import isolated_mlflow
 
-    with isolated_mlflow():
+    with isolated_mlflow(fresh=True):
         yield
 
 

@@ -138,12 +138,21 @@ def make_store(tmp: Path, rows: int = 800) -> Store:
 
 
 @contextmanager
-def isolated_mlflow() -> Iterator[None]:
+def isolated_mlflow(fresh: bool = False) -> Iterator[None]:
     """Give back MLflow's tracking and registry URIs as they were: ``mlflow.set_tracking_uri``
     also sets ``MLFLOW_TRACKING_URI`` in the environment, which ``load_config`` (and every
-    subprocess) would otherwise read in the tests that follow."""
+    subprocess) would otherwise read in the tests that follow. ``fresh``: clear them first,
+    whatever an earlier module (or a thread it left) set."""
     names = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
     saved = {name: os.environ.get(name) for name in names}
+    if fresh:
+        for name in names:
+            os.environ.pop(name, None)
+        if "mlflow" in sys.modules:
+            import mlflow
+
+            mlflow.set_tracking_uri(None)
+            mlflow.set_registry_uri(None)  # type: ignore[arg-type]
     try:
         yield
     finally:

@@ -56,6 +56,15 @@ def project(base, tmp_path, monkeypatch) -> Path:
     return root
 
 
+def store_client(root: Path):
+    """A client on the project's own store, registry included: never the process-wide
+    registry URI, which whatever ran before in this worker may have set."""
+    from mlflow import MlflowClient
+
+    uri = f"sqlite:///{root / 'mlflow.db'}"
+    return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
 def cli(root: Path, *args: str, capsys) -> tuple[int, str, str]:
     from tabreg import cli as entry
 
@@ -110,11 +119,10 @@ def test_a_lost_or_damaged_store_is_named_not_recreated(project, capsys, how, co
 
 def test_a_fresh_store_beside_the_ledger_is_named(project, capsys):
     """MLflow (or anything else) created a new, empty store: the ledger's champion is gone."""
-    from mlflow import MlflowClient
 
     (project / "mlflow.db").unlink()
     shutil.rmtree(project / "mlartifacts")
-    MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}").search_experiments()
+    store_client(project).search_experiments()
 
     code, _, err = cli(project, "status", capsys=capsys)
 
@@ -123,9 +131,8 @@ def test_a_fresh_store_beside_the_ledger_is_named(project, capsys):
 
 
 def test_a_lost_champion_version_is_named(project, capsys):
-    from mlflow import MlflowClient
 
-    client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    client = store_client(project)
     client.delete_model_version(NAME, "1")
     code, _, err = cli(project, "status", capsys=capsys)
     assert code != 0 and "Traceback" not in err
@@ -253,7 +260,6 @@ def test_backup_wipe_restore_serves_the_same_champion(project, capsys, caplog, t
 
 
 def test_restore_refuses_newer_data_unless_forced(project, capsys):
-    from mlflow import MlflowClient
 
     assert cli(project, "backup", capsys=capsys)[0] == 0
     with helpers.isolated_mlflow():
@@ -265,14 +271,14 @@ def test_restore_refuses_newer_data_unless_forced(project, capsys):
     assert code != 0 and "Traceback" not in err
     assert "not restored" in err and f"model versions {NAME}/2" in err and "FORCE=1" in err
     assert "1 ledger entry" in err
-    client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    client = store_client(project)
     assert registry.get_version(client, NAME, "2") is not None  # untouched
 
     code, out, err = cli(project, "restore", "--force", capsys=capsys)
     assert code == 0, err
     kept = Path(json.loads(out)["kept_aside"])
     assert (kept / "mlflow.db").is_file() and (kept / "ledger.jsonl").is_file()
-    client = MlflowClient(tracking_uri=f"sqlite:///{project / 'mlflow.db'}")
+    client = store_client(project)
     assert registry.get_version(client, NAME, "2") is None
     assert str(registry.alias_version(client, NAME, registry.CHAMPION).version) == "1"
     assert cli(project, "status", capsys=capsys)[0] == 0

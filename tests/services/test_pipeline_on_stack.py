@@ -124,7 +124,7 @@ def test_the_training_flow_runs_on_the_stack_with_tuning_as_prefect_work(
 
     name, trials = study_trials(database, prefix=experiment)
     assert sorted(t.number for t in trials) == [0, 1, 2, 3]
-    client = MlflowClient(tracking_uri=uri)
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     exp = client.get_experiment_by_name(experiment)
     runs = client.search_runs([exp.experiment_id])
     parent = [r for r in runs if r.data.tags.get("kind") == "pipeline"]

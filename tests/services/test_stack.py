@@ -41,7 +41,7 @@ def test_mlflow_server_proxies_artifacts_and_keeps_the_registry(stack: Stack,
     from sklearn.linear_model import LinearRegression
 
     uri = stack.exports["MLFLOW_TRACKING_URI"]
-    client = MlflowClient(tracking_uri=uri)
+    client = MlflowClient(tracking_uri=uri, registry_uri=uri)
     experiment_id = client.create_experiment("services-test")
     assert client.get_experiment(experiment_id).artifact_location.startswith(
         "mlflow-artifacts:")
