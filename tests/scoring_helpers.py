@@ -137,35 +137,36 @@ def make_store(tmp: Path, rows: int = 800) -> Store:
     return store
 
 
+def _point_mlflow(uris: dict[str, str | None]) -> None:
+    """Set MLflow's tracking and registry URIs, in MLflow and in the environment (None:
+    unset)."""
+    if "mlflow" in sys.modules:  # nothing to set if MLflow was never loaded
+        import mlflow
+
+        mlflow.set_tracking_uri(uris["MLFLOW_TRACKING_URI"])
+        mlflow.set_registry_uri(uris["MLFLOW_REGISTRY_URI"])  # type: ignore[arg-type]
+    for name, value in uris.items():
+        if value is None:
+            os.environ.pop(name, None)
+        else:
+            os.environ[name] = value
+
+
 @contextmanager
 def isolated_mlflow(fresh: bool = False) -> Iterator[None]:
     """Give back MLflow's tracking and registry URIs as they were: ``mlflow.set_tracking_uri``
     also sets ``MLFLOW_TRACKING_URI`` in the environment, which ``load_config`` (and every
     subprocess) would otherwise read in the tests that follow. ``fresh``: clear them first,
-    whatever an earlier module (or a thread it left) set."""
+    whatever was set before (a session fixture is set up before a module's, so what it set is
+    what a module would otherwise save and give back)."""
     names = ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")
     saved = {name: os.environ.get(name) for name in names}
     if fresh:
-        for name in names:
-            os.environ.pop(name, None)
-        if "mlflow" in sys.modules:
-            import mlflow
-
-            mlflow.set_tracking_uri(None)
-            mlflow.set_registry_uri(None)  # type: ignore[arg-type]
+        _point_mlflow(dict.fromkeys(names))
     try:
         yield
     finally:
-        if "mlflow" in sys.modules:  # nothing to give back if MLflow was never loaded
-            import mlflow
-
-            mlflow.set_tracking_uri(saved["MLFLOW_TRACKING_URI"])
-            mlflow.set_registry_uri(saved["MLFLOW_REGISTRY_URI"])
-        for name, value in saved.items():
-            if value is None:
-                os.environ.pop(name, None)
-            else:
-                os.environ[name] = value
+        _point_mlflow(saved)
 
 
 def free_port() -> int:

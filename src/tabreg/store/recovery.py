@@ -15,7 +15,9 @@ from __future__ import annotations
 import logging
 import re
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 from tabreg.config import Config
 from tabreg.errors import TabregError
@@ -101,9 +103,11 @@ def clean_up(config: Config, root: Path, *, stores: bool = True, trials: bool = 
         path.unlink(missing_ok=True)
         removed.append(str(path.relative_to(root)))
     done: dict = {"temporary_files": removed, "mlflow_runs": [], "optuna_trials": {}}
-    sweeps = (("mlflow_runs", "MLflow runs", tracking.fail_dead_runs),
-              ("optuna_trials", "Optuna trials", fail_dead_trials))
-    for key, what, sweep in sweeps[:2 if trials else 1] if stores else ():
+    sweeps: list[tuple[str, str, Callable[[Config, Path], Any]]] = (
+        [("mlflow_runs", "MLflow runs", tracking.fail_dead_runs)] if stores else [])
+    if stores and trials:
+        sweeps.append(("optuna_trials", "Optuna trials", fail_dead_trials))
+    for key, what, sweep in sweeps:
         try:
             done[key] = sweep(config, root)
         except TabregError:  # unreachable: the step that needs the store says so
