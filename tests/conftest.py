@@ -19,10 +19,13 @@ PROJECT_FILES = ("params.yaml", "profile.yaml", "dvc.yaml", ".dvcignore", "expec
 #: Environment variables that would point a throwaway project at the user's data or stores.
 PER_MACHINE = ("DATA_SOURCE", "MLFLOW_TRACKING_URI", "OPTUNA_STORAGE", "INFERENCE_LOG")
 
-#: A budget small enough for tests: every family, a few trials, seconds each.
+#: A budget small enough for tests: every family, a few trials, seconds each, run in the tune
+#: step's own process (a worker process's start-up would cost more than its trials; the tests
+#: of worker processes, tests/integration/test_tuning_workers.py and the services', ask for
+#: them).
 TINY = {
     "tune": {
-        "n_trials": 4, "timeout": 120, "cv_folds": 2,
+        "n_trials": 4, "timeout": 120, "cv_folds": 2, "launcher": "inline",
         "space": {
             "features": {"n_clusters": {"low": 3, "high": 8, "int": True},
                          "gamma": {"low": 0.5, "high": 1.5}},

@@ -38,6 +38,14 @@ def fit_small(config: Config, rows: int = 800, seed: int = 0, max_iter: int = 20
     return pipeline, frame
 
 
+def requirements() -> list[str]:
+    """The pinned requirements of the models logged here (all tree models), as the train stage
+    names them: MLflow would otherwise infer them in a fresh process, 6-10 s a model."""
+    from tabreg.models.pyfunc import requirements
+
+    return requirements("hist_gradient_boosting")
+
+
 def log_and_register(store: Store, pipeline, example: pd.DataFrame, champion: bool = True) -> str:
     """Log ``pipeline`` as a new version of the store's model; returns the version."""
     import mlflow
@@ -54,12 +62,14 @@ def log_and_register(store: Store, pipeline, example: pd.DataFrame, champion: bo
         if hasattr(pipeline, "predict_interval"):  # as the train stage logs it
             from tabreg.models import pyfunc
 
-            info = pyfunc.log_model(pipeline, name="model", input_example=example)
+            info = pyfunc.log_model(pipeline, name="model", input_example=example,
+                                    pip_requirements=requirements())
         else:  # as versions registered before intervals were logged
             signature = infer_signature(example, pipeline.predict(example))
             info = mlflow.sklearn.log_model(pipeline, name="model", signature=signature,
                                             input_example=example,
-                                            serialization_format="cloudpickle")
+                                            serialization_format="cloudpickle",
+                                            pip_requirements=requirements())
     version = registry.register(client, store.name, info.model_uri, {})
     if champion:
         client.set_registered_model_alias(store.name, registry.CHAMPION, version.version)
@@ -112,6 +122,7 @@ def register_by_hand(root: Path, config: Config, model, **tags: str) -> str:
     with mlflow.start_run():
         info = mlflow.sklearn.log_model(model, name="model", input_example=example,
                                         serialization_format="cloudpickle",
+                                        pip_requirements=requirements(),
                                         signature=infer_signature(example,
                                                                   model.predict(example)))
     lineage = {"split_signature": registry.split_signature(config),

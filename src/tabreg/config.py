@@ -286,7 +286,9 @@ class TuneConfig(_Frozen):
     storage: str | None = None  # null: a journal file in the project (OPTUNA_STORAGE overrides)
     workers: int | None = Field(default=None, description="worker processes; null: one a core")
     oversubscribe: bool = False  # allow more workers than usable cores
-    launcher: Literal["auto", "local", "prefect"] = "auto"  # where the workers run
+    #: Where the workers run: local processes, the tune-worker deployment's flow runs, or
+    #: (``inline``) the tune step's own process, one trial at a time.
+    launcher: Literal["auto", "local", "prefect", "inline"] = "auto"
     families: tuple[Family, ...] = FAMILIES
     #: Each family's share of the budget (relative weights); null: the sampler picks the
     #: family of each trial after one trial each. See ``tabreg.tuning.space.family_schedule``.
@@ -303,6 +305,10 @@ class TuneConfig(_Frozen):
                 raise ValueError(f"space.{group}: unknown group; expected one of {sorted(known)}")
         if not self.families:
             raise ValueError("families: the search space is empty (no model family)")
+        if self.launcher == "inline" and self.workers not in (None, 1):
+            raise ValueError(f"workers: {self.workers} workers, but launcher 'inline' runs the "
+                             "trials in the tune step's own process, one at a time; set "
+                             "workers: 1 (or null), or launcher: local")
         if self.family_weights is not None:
             # Weights of known families that ``families`` leaves out are ignored, so that a
             # profile can narrow the families without restating the weights.

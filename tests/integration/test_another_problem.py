@@ -23,7 +23,7 @@ from flows.retrain import retrain
 from flows.training import training
 from tabreg.serving.server import wait_until_healthy
 from tests import another_problem as trips
-from tests.conftest import PER_MACHINE, ROOT, copy_project
+from tests.conftest import PER_MACHINE, ROOT, TINY, copy_project, merge
 from tests.scoring_helpers import free_port
 
 pytestmark = pytest.mark.integration
@@ -33,7 +33,8 @@ TEXT_REPORTS = (".json", ".md", ".html", ".txt", ".csv", ".jsonl")
 
 def _project(tmp_path: Path) -> Path:
     """A copy of the pipeline whose params.yaml has the README's sections in place of the
-    housing ones, the quick profile, the trips suites, and 1,500 trips (6 logged twice)."""
+    housing ones, the trips suites, and 1,500 trips (6 logged twice); the tests' tuning budget
+    (what is checked here holds for any model), on two tree families."""
     source = tmp_path / "source" / "trips.csv"
     source.parent.mkdir()
     trips.generate(1500, seed=0, repeats=6).to_csv(source, index=False)
@@ -41,8 +42,10 @@ def _project(tmp_path: Path) -> Path:
     tree.update(trips.readme_example())
     tree["data"].update(source=str(source),
                         sha256=hashlib.sha256(source.read_bytes()).hexdigest())
+    tree = merge(tree, TINY)
+    tree["tune"]["families"] = ["random_forest", "hist_gradient_boosting"]
+    del tree["tune"]["space"]["features"]  # no coordinates: no geographic block to tune
     root = copy_project(tmp_path / "project", tree)
-    (root / "profile.yaml").write_text("profile: quick\n")
     trips.write_suites(root / "expectations")
     subprocess.run(["dvc", "init", "--no-scm", "-q"], cwd=root, check=True)
     return root

@@ -29,7 +29,7 @@ def dvc(root: Path, *args: str) -> str:
 
 
 ALL = ["ingest", "validate", "split", "features", "tune", "train", "evaluate", "register"]
-AFTER_SPLIT = ["split", "features", "tune", "train", "evaluate", "register"]
+AFTER_TRAIN = ["evaluate", "register"]
 
 
 def ran(stages: list[dict]) -> list[str]:
@@ -76,17 +76,18 @@ def test_flow_and_dvc_agree(make_project):
     assert [r["name"] for r in table if r["kind"] == "stage"] == ALL
     assert {"test RMSE", "promotion"} <= {r["name"] for r in table}
 
-    # Only split.test_size changed: split reruns, ingest and validate do not.
-    set_params(root, "split", test_size=0.25)
-    assert stale(root) == {"split"}
-    assert ran(training(root=str(root))) == AFTER_SPLIT
-    report = json.loads((root / "reports/split.json").read_text())
-    assert report["test_size"] == 0.25 and stale(root) == set()
+    # Only evaluate.confidence changed: evaluate reruns, and register after it (it reads the
+    # metrics); nothing before it does. (A change that reruns tune: the new-batch test below.)
+    set_params(root, "evaluate", confidence=0.9)
+    assert stale(root) == {"evaluate"}
+    assert ran(training(root=str(root))) == AFTER_TRAIN
+    assert "RMSE 90% interval" in (root / "reports/model_card.md").read_text()
+    assert stale(root) == set()
 
-    # The DVC driver reruns the same single stage.
-    set_params(root, "split", seed=7)
+    # The DVC driver reruns the same stages.
+    set_params(root, "evaluate", seed=7)
     out = dvc(root, "repro")
-    assert "Running stage 'split'" in out and "Running stage 'ingest'" not in out
+    assert "Running stage 'evaluate'" in out and "Running stage 'train'" not in out
     assert stale(root) == set()
 
 

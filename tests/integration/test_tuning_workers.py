@@ -75,7 +75,7 @@ def project(prepared, tmp_path) -> Callable[..., Path]:
     def build(**tune: object) -> Path:
         root = tmp_path / "project"
         shutil.copytree(prepared, root, symlinks=True)
-        set_params(root, "tune", **tune)
+        set_params(root, "tune", **{"launcher": "local", **tune})  # worker processes
         return root
 
     return build
@@ -131,7 +131,8 @@ def _busy() -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-c", "while True: pass"])
 
 
-def test_one_worker_gives_the_same_trials_idle_and_beside_a_busy_process(project, tmp_path):
+def test_one_worker_gives_the_same_trials_idle_beside_a_busy_process_and_inline(project,
+                                                                               tmp_path):
     mixed = {"families": ["random_forest", "hist_gradient_boosting"], "timeout": None,
              "n_trials": 5, "workers": 1}
     root = project(**mixed)
@@ -146,6 +147,15 @@ def test_one_worker_gives_the_same_trials_idle_and_beside_a_busy_process(project
     again = [(t.number, t.params, t.value, t.state.name) for t in trials(root)]
     assert again == idle
     assert {p["family"] for _, p, _, _ in idle} == set(mixed["families"])
+
+    # In the tune step's own process (no worker process): the same trials, each reported.
+    (root / "optuna.journal").rename(tmp_path / "second.journal")
+    set_params(root, "tune", launcher="inline")
+    err = tune(root)
+    assert [(t.number, t.params, t.value, t.state.name) for t in trials(root)] == idle
+    assert len([line for line in err.splitlines() if line.startswith("tune: trial ")]) == 5
+    study = json.loads((root / "reports/tuning/study.json").read_text())
+    assert study["workers"] == 1 and study["launcher"] == "inline"
 
 
 def test_the_time_guard_says_it_fired(forest_project):

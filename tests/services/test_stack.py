@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.scoring_helpers import requirements
 from tests.services.conftest import Stack, free_port
 
 pytestmark = pytest.mark.services
@@ -55,7 +56,8 @@ def test_mlflow_server_proxies_artifacts_and_keeps_the_registry(stack: Stack,
             mlflow.log_artifact(str(note), artifact_path="notes")
             model = LinearRegression().fit(np.arange(10.0).reshape(-1, 1), np.arange(10.0))
             mlflow.sklearn.log_model(model, name="model", registered_model_name="services-m",
-                                     input_example=np.array([[1.0]]))
+                                     input_example=np.array([[1.0]]),
+                                     pip_requirements=requirements())
     finally:
         mlflow.set_tracking_uri(previous)
     stored = list(Path(stack.layout.artifacts).rglob(note.name))

@@ -38,6 +38,8 @@ def test_project_params_load_frozen():
         (lambda t: t["data"].update(duplicates="ignore"),
          r"data\.duplicates: .*'reject', 'drop' or 'keep'"),
         (lambda t: t["problem"].update(rows=""), r"problem\.rows: .*at least 1"),
+        (lambda t: t["tune"].update(launcher="inline", workers=2),
+         r"tune: .*2 workers, but launcher 'inline' runs the trials .* one at a time"),
     ],
 )
 def test_bad_config_names_the_key(mutate, message):

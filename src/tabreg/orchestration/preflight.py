@@ -30,7 +30,7 @@ def preflight(config: Config, root: Path) -> None:
     tracking.check_reachable(tracking.tracking_uri(config, root))
     health.check(config, root)  # a lost or damaged store stops the run here, named
     tuning.check_space(config)
-    if config.tune.launcher != "prefect":  # Prefect's workers may run on other hosts
+    if config.tune.launcher in ("auto", "local"):  # Prefect's may run on other hosts
         resolve_workers(config.tune.workers, oversubscribe=config.tune.oversubscribe)
     if "mlp" in config.tune.families:
         from tabreg.models.mlp import resolve_device

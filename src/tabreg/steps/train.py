@@ -9,7 +9,6 @@ import shutil
 import time
 import uuid
 from datetime import UTC, datetime
-from importlib import metadata
 from pathlib import Path
 from typing import Any
 
@@ -21,13 +20,6 @@ from tabreg.steps import reports_dir
 from tabreg.steps.records import log_dataset, read_json
 
 log = logging.getLogger(__name__)
-
-
-def _requirements(family: str) -> list[str]:
-    names = ["mlflow", "scikit-learn", "pandas", "numpy", "pyarrow", "pydantic", "pyyaml"]
-    if family == "mlp":
-        names.append("torch")
-    return [f"{n}=={metadata.version(n)}" for n in names]
 
 
 def _save_model_dir(model: Any, dest: Path, **kwargs: Any) -> None:
@@ -139,7 +131,8 @@ def train(config: Config, root: Path) -> dict:
         model = _calibrated(pipeline, config, root, frame, threads)
         model_kwargs = {"input_example": X.head(5),
                         "code_paths": [str(Path(__file__).resolve().parents[1])],
-                        "pip_requirements": _requirements(_family_requirements(candidate))}
+                        "pip_requirements":
+                            pyfunc.requirements(_family_requirements(candidate))}
         # Named as it is registered, so the model's page and the version's agree.
         info = pyfunc.log_model(model, name=config.registry.model_name, **model_kwargs)
         mlflow.log_metric("fit_seconds", seconds)

@@ -95,8 +95,8 @@ def tune(config: Config, root: Path, *, parent_run_id: str | None = None) -> Tun
     data_version = file_md5(train_path)
     url = shared.storage_url(config, root)
     where = launch.choose(config.tune.launcher)
-    workers = resolve_workers(config.tune.workers, oversubscribe=config.tune.oversubscribe
-                              or where == "prefect")
+    workers = 1 if where == "inline" else resolve_workers(
+        config.tune.workers, oversubscribe=config.tune.oversubscribe or where == "prefect")
     study = open_study(config, root, url, data_version)
     if failed := shared.fail_dead_trials(study):
         log.warning("tune: trials %s were left running by a worker that died; marked failed",
@@ -115,10 +115,15 @@ def tune(config: Config, root: Path, *, parent_run_id: str | None = None) -> Tun
     if pending:
         if config.tune.timeout is not None:
             study.set_user_attr(shared.ATTR_DEADLINE, time.time() + config.tune.timeout)
-        runner: launch.Workers = (
-            launch.LocalWorkers(root, url, study.study_name, started, threads,
-                                root / ".cache" / "tune" / study.study_name)
-            if where == "local" else launch.PrefectWorkers(study.study_name, started))
+        runner: launch.Workers
+        if where == "inline":
+            runner = launch.InlineWorker(root, url, study.study_name, threads,
+                                         after_trial=watch.report_new)
+        elif where == "local":
+            runner = launch.LocalWorkers(root, url, study.study_name, started, threads,
+                                         root / ".cache" / "tune" / study.study_name)
+        else:
+            runner = launch.PrefectWorkers(study.study_name, started)
         try:
             guard = watch.until_done(runner)
         finally:

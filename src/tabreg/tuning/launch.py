@@ -1,10 +1,12 @@
-"""Where tuning workers run: local processes, or flow runs of a Prefect deployment.
+"""Where tuning workers run: local processes, flow runs of a Prefect deployment, or the tune
+step's own process.
 
-Either way a worker is ``tabreg.tuning.worker.work`` on a shared study, so the two differ only
-in who starts the processes: the tune step (``local``), or Prefect workers on any host that
+Either way a worker is ``tabreg.tuning.worker.work`` on a shared study, so they differ only
+in who runs it: processes the tune step starts (``local``), Prefect workers on any host that
 serve the ``tune-worker`` deployment's work pool (``prefect``; adding a host adds
-throughput). ``auto`` uses Prefect when ``PREFECT_API_URL`` names a server that has the
-deployment (``make services`` creates it), else local processes.
+throughput), or the tune step itself, one trial at a time (``inline``). ``auto`` uses Prefect
+when ``PREFECT_API_URL`` names a server that has the deployment (``make services`` creates
+it), else local processes.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import os
 import signal
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -83,6 +86,35 @@ class LocalWorkers:
                 proc.wait()
 
 
+class InlineWorker:
+    """The trials run here, in the tune step's own process, one after the other, before the
+    constructor returns; ``after_trial`` is called after each (the step's progress lines).
+
+    For budgets so small that a worker process's start-up (about 3 s of imports each) is most
+    of the work, and for a debugger's breakpoints in a trial. A failing worker is reported as
+    a local one is, through :meth:`failures`.
+    """
+
+    def __init__(self, root: Path, storage_url: str, study: str, threads: int,
+                 after_trial: Callable[[], object] | None = None) -> None:
+        from tabreg.tuning.worker import work
+
+        self.error: str | None = None
+        try:
+            work(root, storage_url, study, threads=threads, after_trial=after_trial)
+        except Exception as exc:  # told to the step as a local worker's exit would be
+            self.error = f"{type(exc).__name__}: {exc}"
+
+    def running(self) -> int:
+        return 0
+
+    def failures(self) -> list[str]:
+        return [f"the inline worker stopped: {self.error}"] if self.error else []
+
+    def stop(self) -> None:
+        pass
+
+
 class PrefectWorkers:
     """``n`` flow runs of the tune-worker deployment, picked up by any Prefect worker."""
 
@@ -136,9 +168,9 @@ def prefect_deployment_available() -> bool:
 
 
 def choose(launcher: str) -> str:
-    """``local`` or ``prefect`` for the configured ``tune.launcher``."""
-    if launcher == "local":
-        return "local"
+    """``local``, ``inline`` or ``prefect`` for the configured ``tune.launcher``."""
+    if launcher in ("local", "inline"):
+        return launcher
     available = prefect_deployment_available()
     if launcher == "prefect" and not available:
         raise ConfigError(f"tune.launcher is 'prefect' but no Prefect server with the "

@@ -251,9 +251,11 @@ _STOP = _Stop()
 
 
 def work(root: Path, storage_url: str, name: str, *, threads: int | None = None,
-         max_trials: int | None = None) -> dict:
+         max_trials: int | None = None, after_trial: Callable[[], object] | None = None
+         ) -> dict:
     """Claim and run trials of study ``name`` until none is left, the guard fires, or
-    ``max_trials`` ran here. Returns what this worker did."""
+    ``max_trials`` ran here; ``after_trial`` is called after each. Returns what this worker
+    did."""
     from tabreg.resources import fit_threads
 
     _STOP.install()
@@ -277,6 +279,8 @@ def work(root: Path, storage_url: str, name: str, *, threads: int | None = None,
             break
         state = run_trial(study, frozen, config, train, budget=budget, threads=threads)
         done[state] = done.get(state, 0) + 1
+        if after_trial is not None:
+            after_trial()
         _STOP.exit_if_asked()
     return {"study": name, "trials": done, "threads": threads,
             "seconds": round(time.monotonic() - started, 1), **shared.worker_identity()}
