@@ -37,10 +37,11 @@ def cli(root: Path, *args: str, env: dict | None = None) -> subprocess.Popen:
 
 
 def prepare(root: Path) -> None:
+    """ingest, validate and split, in this process (only tuning needs processes here)."""
+    from tabreg import cli as entry
+
     for step in ("ingest", "validate", "split"):
-        proc = cli(root, step)
-        _, err = proc.communicate(timeout=300)
-        assert proc.returncode == 0, err
+        assert entry.run(["--root", str(root), "-q", step]) == 0
 
 
 def trials(root: Path) -> list[optuna.trial.FrozenTrial]:
@@ -61,7 +62,7 @@ def tune(root: Path, timeout: float = 600) -> str:
 
 @pytest.fixture(scope="module")
 def prepared(params, tmp_path_factory) -> Path:
-    """A project whose split is done (ingest, validate and split through the CLI, about 7 s):
+    """A project whose split is done (ingest, validate and split through the CLI):
     built once, copied by each test, which then sets its own tuning budget."""
     root = build_project(tmp_path_factory.mktemp("prepared"), params, rows=1200)
     prepare(root)
