@@ -46,9 +46,19 @@ def run_flow(root: Path) -> tuple[list[dict], Any]:
     return state.result(), state.state_details.flow_run_id
 
 
-def test_flow_and_dvc_agree(make_project):
-    root = make_project(rows=3000, git=True)
-    stages, first = run_flow(root)
+@pytest.fixture(scope="module")
+def trained(params, tmp_path_factory) -> dict:
+    """A git + DVC project on 3,000 generated rows after its first training flow, which the
+    tests below take in turn, in this order: the flow and DVC agree (that test changes only
+    evaluation settings), then the bad batch is refused and changes nothing (which that test
+    checks), then the good batch is appended."""
+    root = build_project(tmp_path_factory.mktemp("trained"), params, rows=3000, git=True)
+    stages, flow_run = run_flow(root)
+    return {"root": root, "stages": stages, "flow_run": flow_run}
+
+
+def test_flow_and_dvc_agree(trained):
+    root, stages, first = trained["root"], trained["stages"], trained["flow_run"]
     assert ran(stages) == ALL
     assert stale(root) == set()
     lock = (root / "dvc.lock").read_text()
@@ -138,19 +148,8 @@ def test_command_line_prints_the_summary(make_project, capsys):
     assert "split.test_size" in capsys.readouterr().err
 
 
-@pytest.fixture(scope="module")
-def trained(params, tmp_path_factory) -> Path:
-    """A project on 3,000 generated rows after one training flow, for the two batch tests
-    below, in this order: the bad batch is refused and changes nothing (which that test
-    checks), then the good batch is appended."""
-    root = build_project(tmp_path_factory.mktemp("batches"), params, rows=3000)
-    subprocess.run(["dvc", "init", "--no-scm", "-q"], cwd=root, check=True)
-    training(root=str(root))
-    return root
-
-
 def test_bad_batch_stops_before_split_and_keeps_outputs(trained):
-    root = trained
+    root = trained["root"]
     train, test = root / "data/split/train.parquet", root / "data/split/test.parquet"
     before = train.read_bytes(), test.read_bytes()
 
@@ -168,7 +167,7 @@ def test_bad_batch_stops_before_split_and_keeps_outputs(trained):
 
 
 def test_new_batch_appends_and_keeps_the_test_set(trained):
-    root = trained
+    root = trained["root"]
     test_before = set(pd.read_parquet(root / "data/split/test.parquet")[ROW_ID])
 
     synthetic.write_csv(synthetic.generate(800, seed=5), root / "data/landing/2026-11-01.csv")
