@@ -228,3 +228,18 @@ def test_pruner_compares_a_trial_only_with_its_own_family():
                                    frozen("hist_gradient_boosting", 43_000.0,
                                           optuna.trial.TrialState.RUNNING))
     assert prune_within_family(boosters[:-1] + forests, boosting) is False
+
+
+def test_a_worker_run_in_the_steps_process_gives_sigterm_back(tmp_path):
+    """``tune.launcher: inline`` runs a worker in the tune step's process: the worker's SIGTERM
+    handler (which holds a stop until the trial is told) must not outlive it, or the step's
+    process would go on ignoring SIGTERM. Here the worker stops at once (no such study)."""
+    import signal
+
+    from tabreg.tuning import worker
+    from tabreg.tuning.study import VersionMismatch
+
+    before = signal.getsignal(signal.SIGTERM)
+    with pytest.raises(VersionMismatch, match="no study 'nope'"):
+        worker.work(tmp_path, f"journal:{tmp_path / 'optuna.journal'}", "nope")
+    assert signal.getsignal(signal.SIGTERM) is before

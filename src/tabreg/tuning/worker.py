@@ -222,10 +222,19 @@ class _Stop:
         self.signum: int | None = None
         self._open = False
 
-    def install(self) -> None:
-        if threading.current_thread() is threading.main_thread():
-            self.signum, self._open = None, False
-            signal.signal(signal.SIGTERM, self._handle)
+    def install(self) -> Any:
+        """Handle SIGTERM (in the main thread only); returns the handler it replaced, for
+        :meth:`restore` (None when nothing was replaced)."""
+        if threading.current_thread() is not threading.main_thread():
+            return None
+        self.signum, self._open = None, False
+        return signal.signal(signal.SIGTERM, self._handle)
+
+    def restore(self, previous: Any) -> None:
+        """Give SIGTERM back to ``previous``: a process that ran a worker in-process (the tune
+        step with ``tune.launcher: inline``) must not go on holding its SIGTERMs."""
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
     def _handle(self, signum: int, _frame: Any) -> None:
         self.signum = signum
@@ -256,9 +265,18 @@ def work(root: Path, storage_url: str, name: str, *, threads: int | None = None,
     """Claim and run trials of study ``name`` until none is left, the guard fires, or
     ``max_trials`` ran here; ``after_trial`` is called after each. Returns what this worker
     did."""
+    previous = _STOP.install()
+    try:
+        return _work(root, storage_url, name, threads=threads, max_trials=max_trials,
+                     after_trial=after_trial)
+    finally:
+        _STOP.restore(previous)
+
+
+def _work(root: Path, storage_url: str, name: str, *, threads: int | None,
+          max_trials: int | None, after_trial: Callable[[], object] | None) -> dict:
     from tabreg.resources import fit_threads
 
-    _STOP.install()
     study = load_shared_study(storage_url, name)
     config = study_config(study)
     train_path = root / config.paths.train
