@@ -18,9 +18,9 @@ def preflight(config: Config, root: Path) -> None:
 
     from tabreg import tuning
     from tabreg.orchestration.dvc_stages import check_interpolation
-    from tabreg.resources import resolve_workers
     from tabreg.services.reachability import check_reachable
     from tabreg.store import health, tracking
+    from tabreg.tuning.launch import worker_count
 
     check_interpolation(root)
     # Every shared service named by configuration answers, or one error names each that
@@ -30,8 +30,8 @@ def preflight(config: Config, root: Path) -> None:
     tracking.check_reachable(tracking.tracking_uri(config, root))
     health.check(config, root)  # a lost or damaged store stops the run here, named
     tuning.check_space(config)
-    if config.tune.launcher in ("auto", "local"):  # Prefect's may run on other hosts
-        resolve_workers(config.tune.workers, oversubscribe=config.tune.oversubscribe)
+    if config.tune.launcher in ("auto", "local"):  # auto: as local, until Prefect is asked
+        worker_count(config.tune.workers, "local", oversubscribe=config.tune.oversubscribe)
     if "mlp" in config.tune.families:
         from tabreg.models.mlp import resolve_device
 

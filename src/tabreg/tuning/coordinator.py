@@ -88,15 +88,15 @@ def open_study(config: Config, root: Path, url: str, data_version: str) -> Any:
 def tune(config: Config, root: Path, *, parent_run_id: str | None = None) -> TuneResult:
     """Run (or resume) the study until ``tune.n_trials`` trials have ended, or the guard
     (``tune.timeout``) fires; the training split is ``paths.train`` under ``root``."""
-    from tabreg.resources import fit_threads, resolve_workers
+    from tabreg.resources import fit_threads
 
     train_path = root / config.paths.train
     train = read_table(train_path)
     data_version = file_md5(train_path)
     url = shared.storage_url(config, root)
     where = launch.choose(config.tune.launcher)
-    workers = 1 if where == "inline" else resolve_workers(
-        config.tune.workers, oversubscribe=config.tune.oversubscribe or where == "prefect")
+    workers = launch.worker_count(config.tune.workers, where,
+                                  oversubscribe=config.tune.oversubscribe)
     study = open_study(config, root, url, data_version)
     if failed := shared.fail_dead_trials(study):
         log.warning("tune: trials %s were left running by a worker that died; marked failed",

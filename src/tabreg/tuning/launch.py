@@ -167,6 +167,17 @@ def prefect_deployment_available() -> bool:
         return False
 
 
+def worker_count(workers: int | None, where: str, *, oversubscribe: bool = False) -> int:
+    """How many workers run the study ``where`` (``local``, ``prefect`` or ``inline``): one
+    inline; else ``tune.workers``, held to the usable cores only for local processes (a
+    Prefect deployment's may run on other hosts)."""
+    from tabreg.resources import resolve_workers
+
+    if where == "inline":
+        return 1
+    return resolve_workers(workers, oversubscribe=oversubscribe or where == "prefect")
+
+
 def choose(launcher: str) -> str:
     """``local``, ``inline`` or ``prefect`` for the configured ``tune.launcher``."""
     if launcher in ("local", "inline"):
