@@ -57,6 +57,48 @@ def _inference_log_outside_the_repository(tmp_path_factory) -> Iterator[None]:
         yield
 
 
+class _OneSpinningThread:
+    """The test process's spinning pools (OpenMP, BLAS, torch's intra-op threads) at one thread,
+    as :mod:`tabreg.resources` holds the pipeline's own fits. Why: the tests fit models
+    themselves too (fixtures, scikit-learn's estimator checks, scoring in-process), and two
+    xdist workers whose OpenMP regions spin on 2 cores collapse each other: measured, the unit
+    tests took 105-235 s instead of 69. Set before every test's setup (module fixtures fit
+    there) and call, so that a fixture and its test fit alike (k-means on 1 or 2 OpenMP
+    threads differs in the 12th digit). Only this process: the commands the tests start keep
+    the budgets they set themselves, which is what the tests of those budgets check.
+
+    threadpoolctl's limit applies to the libraries loaded when it is set, and finding them
+    costs about 5 ms, so they are looked up again only when a module was imported since."""
+
+    def __init__(self) -> None:
+        self._controller: object = None
+        self._modules = -1
+
+    def __call__(self) -> None:
+        import sys
+
+        if len(sys.modules) != self._modules:
+            from threadpoolctl import ThreadpoolController
+
+            self._controller, self._modules = ThreadpoolController(), len(sys.modules)
+        self._controller.limit(limits=1)  # type: ignore[attr-defined]
+        if (torch := sys.modules.get("torch")) is not None:
+            torch.set_num_threads(1)
+
+
+_one_spinning_thread = _OneSpinningThread()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    _one_spinning_thread()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_call(item: pytest.Item) -> None:
+    _one_spinning_thread()
+
+
 def real_dataset() -> Path | None:
     """The real archive: $DATA_SOURCE when it is a local file, else ../shared/datasets/."""
     candidates = [os.environ.get("DATA_SOURCE", ""),
