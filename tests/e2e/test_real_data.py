@@ -42,6 +42,12 @@ def project(real_archive, params, tmp_path_factory) -> Path:
     # 140). What is tested holds for any model: quality bounds, intervals, registration.
     tree["profiles"]["quick"]["tune"]["n_trials"] = 4
     tree["tune"]["blend_top"] = 1
+    # Smaller forests and boosting than the default space (100-300 trees, 200-1500
+    # iterations): on 16,512 rows the trials, the refit and the intervals' out-of-fold fits
+    # took 69 s of the module's 96, and 33 s with these; the test RMSE stays near 41,000.
+    space = tree["tune"]["space"]
+    space["random_forest"]["n_estimators"] = {"low": 30, "high": 60, "int": True}
+    space["hist_gradient_boosting"]["max_iter"] = {"low": 100, "high": 300, "int": True}
     root = copy_project(tmp_path_factory.mktemp("real") / "project", tree)
     (root / "profile.yaml").write_text("profile: quick\n")
     init_repo(root)
