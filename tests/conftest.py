@@ -8,6 +8,7 @@ import shutil
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 import yaml
@@ -71,7 +72,7 @@ class _OneSpinningThread:
     costs about 5 ms, so they are looked up again only when a module was imported since."""
 
     def __init__(self) -> None:
-        self._controller: object = None
+        self._controller: Any = None
         self._modules = -1
 
     def __call__(self) -> None:
@@ -81,7 +82,7 @@ class _OneSpinningThread:
             from threadpoolctl import ThreadpoolController
 
             self._controller, self._modules = ThreadpoolController(), len(sys.modules)
-        self._controller.limit(limits=1)  # type: ignore[attr-defined]
+        self._controller.limit(limits=1)
         if (torch := sys.modules.get("torch")) is not None:
             torch.set_num_threads(1)
 

@@ -14,6 +14,14 @@ def cli(*args: str, cwd=ROOT) -> subprocess.CompletedProcess:
                           text=True, env={"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT / "src")})
 
 
+def in_process(*args: str) -> int:
+    """What ``python -m tabreg`` runs, in this process: for the tests where a process each
+    would only add start-up (Great Expectations alone is about 6 s to import)."""
+    from tabreg import cli as command_line
+
+    return command_line.run(list(args))
+
+
 def test_bad_config_exits_2_with_the_key(make_project):
     root = make_project(rows=1200)
     set_params(root, "split", test_size=2)
@@ -32,23 +40,17 @@ def test_missing_source_names_it_and_the_override(make_project):
 
 
 def test_steps_run_from_the_cli(make_project, capsys):
-    from tabreg import cli as entry
-
     root = make_project(rows=1500)
     for step in ("ingest", "validate", "split"):
         capsys.readouterr()
-        assert entry.run(["--root", str(root), step]) == 0, capsys.readouterr().err
+        assert in_process("--root", str(root), step) == 0, capsys.readouterr().err
     assert json.loads(capsys.readouterr().out)["rows"]["total"] == 1500
 
 
 @pytest.mark.parametrize("suite", ["batch", "raw"])
 def test_check_file(tmp_path, suite, capsys):
-    """In this process (`cli.run` is what `python -m tabreg` calls; the tests above run it as
-    a process): a process each would import Great Expectations each time, about 6 s."""
-    from tabreg import cli as entry
-
     def tabreg(*args: str) -> int:
-        return entry.run(["--root", str(ROOT), *args])
+        return in_process("--root", str(ROOT), *args)
 
     good, bad = tmp_path / "good.csv", tmp_path / "bad.csv"
     assert tabreg("generate", "--rows", "1200", "--out", str(good)) == 0
