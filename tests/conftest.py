@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import os
 import shutil
+import sqlite3
 import subprocess
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -226,10 +228,42 @@ def init_repo(root: Path) -> None:
     run("git", "-c", "user.name=t", "-c", "user.email=t@example.com", "commit", "-qm", "init")
 
 
+_EMPTY_STORE: list[Path] = []
+
+
+def seed_store(root: Path) -> None:
+    """Put an empty MLflow store in ``root/mlflow.db``, as MLflow creates it in that folder.
+
+    Why: creating a SQLite store runs MLflow's schema migrations, about 3 s, and the suite
+    makes some forty projects and stores. Each test process has MLflow create one, once, in a
+    folder of its own; a copy points its default experiment at ``root`` as MLflow would have.
+    The user's path, where the pipeline creates the store, is still what the real-data
+    end-to-end test, the another-problem test and the tests of a lost store run."""
+    if not _EMPTY_STORE:
+        from mlflow import MlflowClient
+
+        folder = Path(tempfile.mkdtemp(prefix="empty-mlflow-store-"))
+        here = Path.cwd()
+        os.chdir(folder)  # MLflow places the default experiment's artifacts under the cwd
+        try:
+            MlflowClient(tracking_uri=f"sqlite:///{folder / 'mlflow.db'}").search_experiments()
+        finally:
+            os.chdir(here)
+        _EMPTY_STORE.append(folder)
+    folder = _EMPTY_STORE[0]
+    root.mkdir(parents=True, exist_ok=True)
+    shutil.copyfile(folder / "mlflow.db", root / "mlflow.db")
+    with sqlite3.connect(root / "mlflow.db") as db:
+        db.execute("update experiments set artifact_location = replace(artifact_location, ?, ?)",
+                   (str(folder), str(root)))
+    db.close()
+
+
 def build_project(base: Path, params: dict, rows: int = 3000, seed: int = 0, git: bool = False,
-                  tiny: bool = True, **overrides: dict) -> Path:
+                  tiny: bool = True, store: bool = True, **overrides: dict) -> Path:
     """A project in ``base/project`` whose source archive holds ``rows`` generated districts
-    (what :func:`make_project` builds; a module-scoped fixture calls this directly)."""
+    (what :func:`make_project` builds; a module-scoped fixture calls this directly), with an
+    empty MLflow store (:func:`seed_store`) unless ``store`` is false."""
     from tabreg.data import synthetic
 
     archive = base / "source" / "housing.tgz"
@@ -241,6 +275,8 @@ def build_project(base: Path, params: dict, rows: int = 3000, seed: int = 0, git
     root = copy_project(base / "project", tree)
     if git:
         init_repo(root)
+    if store:  # after the first commit: the store is not part of the user's repository
+        seed_store(root)
     return root
 
 
@@ -256,9 +292,9 @@ def make_project(tmp_path: Path, params: dict, monkeypatch) -> Callable[..., Pat
         monkeypatch.delenv(var, raising=False)
 
     def build(rows: int = 3000, seed: int = 0, git: bool = False, tiny: bool = True,
-              **overrides: dict) -> Path:
+              store: bool = True, **overrides: dict) -> Path:
         return build_project(tmp_path, params, rows=rows, seed=seed, git=git, tiny=tiny,
-                             **overrides)
+                             store=store, **overrides)
 
     return build
 

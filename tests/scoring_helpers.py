@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 
 from tabreg.config import Config, load_config
-from tests.conftest import ROOT
+from tests.conftest import ROOT, seed_store
 
 
 @dataclass(frozen=True)
@@ -103,6 +103,7 @@ def write_test_split_and_store(root: Path, config: Config) -> Path:
     path = root / config.paths.test
     path.parent.mkdir(parents=True)
     test.to_parquet(path, index=False)
+    seed_store(root)
     registry.client(config, root)
     return root
 
@@ -136,6 +137,7 @@ def make_store(tmp: Path, rows: int = 800) -> Store:
     import mlflow
 
     config = load_config(ROOT / "params.yaml", env={})
+    seed_store(tmp)
     uri = f"sqlite:///{tmp / 'mlflow.db'}"
     mlflow.set_tracking_uri(uri)
     experiment = mlflow.create_experiment("scoring-tests",

@@ -129,7 +129,7 @@ def test_fails_at_start_before_any_work(make_project, section, values, message):
 
     if section == "train" and torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
-    root = make_project(rows=1500)
+    root = make_project(rows=1500, store=False)
     set_params(root, section, **values)
     with pytest.raises(TabregError, match=message):  # ConfigError, or ServiceError for a URL
         training(root=str(root))

@@ -1,6 +1,10 @@
-"""One real stack per test session (PostgreSQL, MLflow and Prefect servers, Prefect workers,
-a DVC remote folder), in a temporary folder on free ports, stopped at the end of the session
-even when a test fails (``finally``, and ``atexit`` if the session itself dies)."""
+"""One real stack for the services tests (PostgreSQL, MLflow and Prefect servers, Prefect
+workers, a DVC remote folder), in a temporary folder on free ports, stopped after the last of
+them even when a test fails (``finally``, and ``atexit`` if the session itself dies).
+
+Package scope, not session: ``make test`` gives the services tests to one worker, early, and a
+stack kept until the end of the session served nobody for the ten minutes after them while its
+servers still took CPU from the tests that were running."""
 
 from __future__ import annotations
 
@@ -28,7 +32,7 @@ class Stack:
     output: list[str]
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def stack(tmp_path_factory) -> Iterator[Stack]:
     from tabreg.config import ServicesConfig
     from tabreg.errors import ServiceError

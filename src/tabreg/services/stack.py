@@ -182,7 +182,7 @@ def _start_all(services: ServicesConfig, layout: Layout, state: dict[str, Any],
     mlflow = spawn("mlflow server", mlflow_server.command(
         postgres.with_database(server, "mlflow"), layout.artifacts, services.host,
         services.mlflow_port, services.mlflow_workers), layout.logs / "mlflow.log",
-        base_env, layout.root, services.mlflow_port)
+        mlflow_server.server_env(base_env), layout.root, services.mlflow_port)
     prefect = spawn("prefect server", prefect_server.server_command(
         services.host, services.prefect_port), layout.logs / "prefect-server.log",
         prefect_server.server_env(base_env, layout.prefect_home,
