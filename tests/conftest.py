@@ -3,12 +3,14 @@ projects (a copy of the pipeline definition with generated data) for integration
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import sqlite3
 import subprocess
 import tempfile
 from collections.abc import Callable, Iterator
+from contextlib import closing
 from pathlib import Path
 from typing import Any
 
@@ -260,6 +262,7 @@ def seed_store(root: Path) -> None:
         from mlflow import MlflowClient
 
         folder = Path(tempfile.mkdtemp(prefix="empty-mlflow-store-"))
+        atexit.register(shutil.rmtree, folder, True)
         here = Path.cwd()
         os.chdir(folder)  # MLflow places the default experiment's artifacts under the cwd
         try:
@@ -270,10 +273,9 @@ def seed_store(root: Path) -> None:
     folder = _EMPTY_STORE[0]
     root.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(folder / "mlflow.db", root / "mlflow.db")
-    with sqlite3.connect(root / "mlflow.db") as db:
+    with closing(sqlite3.connect(root / "mlflow.db")) as db, db:
         db.execute("update experiments set artifact_location = replace(artifact_location, ?, ?)",
                    (str(folder), str(root)))
-    db.close()
 
 
 def build_project(base: Path, params: dict, rows: int = 3000, seed: int = 0, git: bool = False,
