@@ -273,9 +273,21 @@ def seed_store(root: Path) -> None:
     folder = _EMPTY_STORE[0]
     root.mkdir(parents=True, exist_ok=True)
     shutil.copyfile(folder / "mlflow.db", root / "mlflow.db")
-    with closing(sqlite3.connect(root / "mlflow.db")) as db, db:
-        db.execute("update experiments set artifact_location = replace(artifact_location, ?, ?)",
-                   (str(folder), str(root)))
+    repoint_store(root / "mlflow.db", folder, root)
+
+
+#: Where an MLflow SQLite store names its artifacts by absolute path.
+ARTIFACT_COLUMNS = (("experiments", "artifact_location"), ("runs", "artifact_uri"),
+                    ("logged_models", "artifact_location"),
+                    ("model_versions", "storage_location"))
+
+
+def repoint_store(db: Path, old: Path, new: Path) -> None:
+    """Point a copied store's artifact locations from ``old`` to ``new``."""
+    with closing(sqlite3.connect(db)) as connection, connection:
+        for table, column in ARTIFACT_COLUMNS:
+            connection.execute(f"update {table} set {column} = replace({column}, ?, ?)",
+                               (str(old), str(new)))
 
 
 def build_project(base: Path, params: dict, rows: int = 3000, seed: int = 0, git: bool = False,

@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import sqlite3
-from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -17,7 +15,7 @@ from tabreg.errors import StoreError
 from tabreg.promotion import registry
 from tabreg.steps import register as steps
 from tests import scoring_helpers as helpers
-from tests.conftest import PER_MACHINE, ROOT
+from tests.conftest import PER_MACHINE, ROOT, repoint_store
 from tests.faults.conftest import CONFIG as PARAMS
 
 pytestmark = pytest.mark.integration
@@ -47,12 +45,7 @@ def project(base, tmp_path, monkeypatch) -> Path:
     root = tmp_path / "project"
     shutil.copytree(base, root)
     # The store names its artifacts by absolute path: point the copy's at the copy's files.
-    with closing(sqlite3.connect(root / "mlflow.db")) as db, db:
-        for table, column in (("experiments", "artifact_location"), ("runs", "artifact_uri"),
-                              ("logged_models", "artifact_location"),
-                              ("model_versions", "storage_location")):
-            db.execute(f"update {table} set {column} = replace({column}, ?, ?)",
-                       (str(base), str(root)))
+    repoint_store(root / "mlflow.db", base, root)
     return root
 
 
