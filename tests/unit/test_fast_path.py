@@ -5,6 +5,7 @@ categories never seen in training, one row or many."""
 from __future__ import annotations
 
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn.base import clone
 from sklearn.model_selection import cross_val_predict
@@ -67,12 +68,38 @@ def test_the_fast_path_equals_the_model(candidate, train, new_rows):
     # A request of SPLIT rows or more, shared by three threads, gives the same numbers.
     assert len(features) >= fast.SPLIT
     for rows, score in ((features, run), (features, shared), (features.head(1), shared),
-                        (features.iloc[[5]], run)):
+                        (features.iloc[[5]], run), (features.head(fast.SMALL), run)):
         pred, lower, upper = score(rows)
         expected = slow.loc[rows.index]
         np.testing.assert_allclose(pred, expected["prediction"], rtol=1e-6)
         np.testing.assert_allclose(lower, expected["lower"], rtol=1e-6)
         np.testing.assert_allclose(upper, expected["upper"], rtol=1e-6)
+
+
+@pytest.mark.parametrize("family", ["forest", "boosting"])
+def test_trees_that_learnt_missing_values_send_them_the_same_way(family):
+    """Trees fitted on missing values (the project's pipelines impute before the trees, but
+    a walk of the trees must not depend on that) route them as scikit-learn does, in a small
+    request (all trees walked at once) and a large one (scikit-learn's loops)."""
+    from sklearn.compose import ColumnTransformer
+    from sklearn.ensemble import HistGradientBoostingRegressor, RandomForestRegressor
+    from sklearn.pipeline import Pipeline
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(size=(600, 3))
+    y = X[:, 0] * 3 + np.where(np.isnan(X[:, 1]), 5.0, X[:, 1]) + rng.normal(size=600)
+    X[rng.random(X.shape) < 0.2] = np.nan
+    frame = pd.DataFrame(X, columns=["a", "b", "c"])
+    model = (RandomForestRegressor(n_estimators=12, random_state=0) if family == "forest"
+             else HistGradientBoostingRegressor(max_iter=40, random_state=0))
+    pipeline = Pipeline([("features", ColumnTransformer([("all", "passthrough", ["a", "b",
+                                                                                 "c"])])),
+                         ("model", model)]).fit(frame, y)
+    run = fast.compile_estimator(pipeline)
+    columns = {name: frame[name].to_numpy() for name in frame}
+    for rows in (slice(0, 5), slice(0, fast.SMALL), slice(0, 600)):
+        part = {name: values[rows] for name, values in columns.items()}
+        np.testing.assert_allclose(run(part), pipeline.predict(frame.iloc[rows]), rtol=1e-9)
 
 
 def test_a_constant_interval_and_a_model_without_one(train, new_rows):
@@ -83,6 +110,10 @@ def test_a_constant_interval_and_a_model_without_one(train, new_rows):
     bare = fast.compile_model(model.estimator)(features)
     np.testing.assert_allclose(bare[0], model.estimator.predict(features), rtol=1e-9)
     assert bare[1] is None and bare[2] is None
+    mlp = fitted(MEMBERS[2], train).estimator  # no trees to walk at all
+    for rows in (features.head(3), features):
+        np.testing.assert_allclose(fast.compile_model(mlp)(rows)[0], mlp.predict(rows),
+                                   rtol=1e-6)
 
 
 def test_an_unknown_step_is_refused_not_approximated(train):
