@@ -38,7 +38,9 @@ def serve(store, tmp_path: Path, log_target: str) -> tuple:
 
 def mixed_requests(store, n: int) -> list[dict]:
     """``n`` one- to three-row requests; every third has a row with an unknown category or a
-    missing value (scored and flagged)."""
+    missing value (scored and flagged). Every fifth names its rows (``row_id``), and every
+    seventh writes a number as text, which the server reads through a frame instead of
+    from the values: both kinds land in the same batches of the log."""
     frame = store.train[list(store.config.schema.features)].reset_index(drop=True)
     requests = []
     for i in range(n):
@@ -47,7 +49,11 @@ def mixed_requests(store, n: int) -> list[dict]:
             rows.iloc[0, rows.columns.get_loc("ocean_proximity")] = "LAKESIDE"
         if i % 3 == 1:
             rows.iloc[0, rows.columns.get_loc("total_bedrooms")] = np.nan
+        if i % 5 == 0:
+            rows.insert(0, "row_id", [f"q{i}-{k}" for k in range(len(rows))])
         clean = rows.astype(object).where(rows.notna(), None)
+        if i % 7 == 0:
+            clean["median_income"] = clean["median_income"].map(str)
         requests.append({"dataframe_split": {"columns": list(clean.columns),
                                              "data": clean.values.tolist()}})
     return requests
@@ -95,7 +101,9 @@ def test_every_answered_row_is_logged_and_none_is_lost_on_sigterm(store, tmp_pat
         assert [f.split(";") if f else [] for f in rows["flags"]] == body["flags"]
         sent = requests[i]["dataframe_split"]
         assert rows["median_income"].tolist() == pytest.approx(
-            [row[sent["columns"].index("median_income")] for row in sent["data"]])
+            [float(row[sent["columns"].index("median_income")]) for row in sent["data"]])
+        if "row_id" in sent["columns"]:  # the client's ids, as it gave them
+            assert rows["row_id"].tolist() == [row[0] for row in sent["data"]]
     answered_rows = sum(len(body["predictions"]) for _, body in answers.values())
     assert len(logged[logged["request_id"].isin(acknowledged)]) == answered_rows
     assert set(logged["model"]) == {store.name} and set(logged["model_version"]) == {"1"}

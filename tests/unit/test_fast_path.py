@@ -74,6 +74,10 @@ def test_the_fast_path_equals_the_model(candidate, train, new_rows):
         np.testing.assert_allclose(pred, expected["prediction"], rtol=1e-6)
         np.testing.assert_allclose(lower, expected["lower"], rtol=1e-6)
         np.testing.assert_allclose(upper, expected["upper"], rtol=1e-6)
+    # A small request's columns as the quick input check hands them over, without a frame.
+    pred, lower, _ = shared(fast._columns(features.head(5)))
+    np.testing.assert_allclose(pred, slow["prediction"].head(5), rtol=1e-6)
+    np.testing.assert_allclose(lower, slow["lower"].head(5), rtol=1e-6)
 
 
 @pytest.mark.parametrize("family", ["forest", "boosting"])

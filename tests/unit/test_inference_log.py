@@ -3,6 +3,7 @@ close, bounded memory, and a store that fails counted rather than raised."""
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -133,6 +134,35 @@ def test_a_failing_store_is_reported_retried_and_counted(tmp_path, caplog):
         log.flush()
     assert log.status()["rows_lost"] == 3 and log.status()["rows_waiting"] == 0
     assert len(read_back(tmp_path / "log")) == 7
+
+
+class Unbuildable:
+    """Rows whose frame cannot be built (a bug in the deferred path, say)."""
+
+    def __len__(self) -> int:
+        return 2
+
+    @property
+    def features(self) -> pd.DataFrame:
+        raise ValueError("cannot build these rows")
+
+
+def test_rows_that_cannot_be_prepared_are_counted_and_the_writer_goes_on(tmp_path, caplog):
+    log = il.InferenceLog(il.ParquetDays(tmp_path / "log"), target="log", batch_rows=1,
+                          flush_seconds=0.05).start()
+    _, scored, meta = request(2, "bad")
+    assert log.append(Unbuildable(), scored, **meta)
+    for _ in range(100):  # the writer thread meets them
+        if log.status()["rows_lost"]:
+            break
+        threading.Event().wait(0.05)
+    status = log.status()
+    assert status["status"] == "failing" and "cannot build these rows" in status["error"]
+    assert status["rows_waiting"] == 0 and "Traceback" in caplog.text
+    append(log, 3, "good")  # the writer thread still runs: these are written
+    log.close()
+    assert log.status()["rows_lost"] == 2 and log.status()["rows_logged"] == 3
+    assert read_back(tmp_path / "log")["request_id"].unique().tolist() == ["good"]
 
 
 def test_a_folder_that_cannot_be_created_fails_the_write_not_the_caller(tmp_path):

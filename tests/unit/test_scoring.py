@@ -58,6 +58,19 @@ def test_unknown_category_and_missing_value_are_scored_and_flagged(fitted, rows)
     assert np.isfinite(scoring.predict(model, checked.features)).all()
 
 
+def _request_rows(rows: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """A few rows of a request: clean; with missing values and unknown or missing
+    categories; with an integer column."""
+    base = rows[FEATURES].iloc[100:106].reset_index(drop=True)
+    odd = base.copy()
+    odd.loc[0, "total_bedrooms"] = np.nan
+    odd.loc[1, "ocean_proximity"] = "LAKESIDE"
+    odd.loc[2, "ocean_proximity"] = None
+    odd.loc[3, ["longitude", "ocean_proximity"]] = [np.nan, "ISLAND"]
+    whole = base.assign(housing_median_age=base["housing_median_age"].astype(int))
+    return base, odd, whole
+
+
 def _small_requests(rows: pd.DataFrame, spec) -> list[pd.DataFrame]:
     """Small frames as the server parses JSON bodies: clean, with missing values, unknown or
     missing categories, integers, and types the quick check leaves to the full one."""
@@ -68,13 +81,7 @@ def _small_requests(rows: pd.DataFrame, spec) -> list[pd.DataFrame]:
         return frame_from_json({"dataframe_split": {"columns": list(clean.columns),
                                                     "data": clean.values.tolist()}}, spec)
 
-    base = rows[FEATURES].iloc[100:106].reset_index(drop=True)
-    odd = base.copy()
-    odd.loc[0, "total_bedrooms"] = np.nan
-    odd.loc[1, "ocean_proximity"] = "LAKESIDE"
-    odd.loc[2, "ocean_proximity"] = None
-    odd.loc[3, ["longitude", "ocean_proximity"]] = [np.nan, "ISLAND"]
-    whole = base.assign(housing_median_age=base["housing_median_age"].astype(int))
+    base, odd, whole = _request_rows(rows)
     text = parsed(base).assign(median_income=base["median_income"].astype(str))
     return [parsed(base), parsed(base.head(1)), parsed(odd), parsed(whole), text,
             base.assign(ocean_proximity=base["ocean_proximity"].astype("category")),
@@ -93,6 +100,67 @@ def test_the_quick_check_of_small_requests_is_the_full_check(fitted, rows, monke
         pd.testing.assert_frame_equal(got.features, full.features)
         assert got.flags.tolist() == full.flags.tolist() and got.counts == full.counts
     assert quick[2].flags.tolist()[:4] == [
+        "missing:total_bedrooms", "unknown_category:ocean_proximity",
+        "missing:ocean_proximity", "missing:longitude"]
+
+
+def test_the_quick_check_of_json_values_is_the_full_check(fitted, rows, monkeypatch):
+    """The server checks a small JSON request of the model's columns from its values, with
+    no frame; what it finds, and the frame it builds when the log asks, are the full
+    check's. Anything unusual (another column, numbers as text, out of range) goes the
+    full way, which names what is wrong."""
+    from tabreg.serving import fast
+    from tabreg.serving.server import _ids_of_values, frame_from_json, values_from_json
+
+    _, spec = fitted
+    base, odd, whole = _request_rows(rows)
+
+    def split(frame: pd.DataFrame) -> dict:
+        clean = frame.astype(object).where(frame.notna(), None)
+        return {"dataframe_split": {"columns": list(clean.columns),
+                                    "data": clean.values.tolist()}}
+
+    def records(frame: pd.DataFrame) -> dict:
+        clean = frame.astype(object).where(frame.notna(), None)
+        return {"dataframe_records": clean.to_dict(orient="records")}
+
+    named = base.assign(**{ROW_ID: [f"id{i}" for i in range(len(base))]})
+    quick_ones = [split(base), split(base.head(1)), split(odd), records(odd), split(whole),
+                  split(odd.iloc[[2]]), split(odd.iloc[[0]]), split(base[FEATURES[::-1]]),
+                  split(named), records(named)]
+    full_ones = [split(base.assign(median_income=base["median_income"].astype(str))),
+                 split(base.assign(population=1e300)), split(base.assign(other="a")),
+                 {"dataframe_records": [dict(r, extra=1) for r in
+                                        records(base)["dataframe_records"]]},
+                 split(base.assign(total_rooms=True))]
+    assert all(values_from_json(p, spec) is None or scoring.check_values(
+        values_from_json(p, spec), spec) is None for p in full_ones)
+    checked = []
+    for payload in quick_ones:
+        values = values_from_json(payload, spec)
+        assert values is not None
+        quick = scoring.check_values(values, spec)
+        assert quick is not None and quick.arrays is not None
+        checked.append((payload, quick))
+    # The ids of the rows, as the frame path gives them: text ids, or none (numbers: the
+    # frame path names them).
+    assert _ids_of_values(values_from_json(split(named), spec)).tolist() == named[
+        ROW_ID].tolist()
+    assert _ids_of_values(values_from_json(split(base), spec)) is None
+    assert _ids_of_values(values_from_json(split(base.assign(**{ROW_ID: 7})), spec)) is False
+    monkeypatch.setattr(scoring, "PLAIN_ROWS", 0)
+    for payload, quick in checked:
+        full = scoring.check_frame(frame_from_json(payload, spec), spec)
+        pd.testing.assert_frame_equal(quick.features, full.features)
+        assert quick.flags.tolist() == full.flags.tolist() and quick.counts == full.counts
+        assert len(quick) == len(full.features)
+        expected = fast._columns(full.features)  # what the fast path reads from a frame
+        for name, values in expected.items():
+            got = quick.arrays[name]
+            assert got.dtype == values.dtype
+            assert (pd.isna(got) == pd.isna(values)).all()
+            assert (got[~pd.isna(got)] == values[~pd.isna(values)]).all()
+    assert checked[2][1].flags.tolist()[:4] == [
         "missing:total_bedrooms", "unknown_category:ocean_proximity",
         "missing:ocean_proximity", "missing:longitude"]
 

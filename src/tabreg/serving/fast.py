@@ -24,7 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 import pandas as pd
@@ -150,37 +150,67 @@ def compile_transformer(t: Any) -> Step:
     raise NotCompiled(f"no fast path for {type(t).__name__}")
 
 
-def compile_columns(ct: Any) -> Callable[[Columns], np.ndarray]:
+class Features:
+    """A fitted ColumnTransformer compiled: its blocks, each (the input columns it reads, its
+    step, a fingerprint of the fitted transformer).
+
+    The members of a blend and the interval's difficulty model each have a ColumnTransformer
+    of their own, but fitted on the same rows most of their blocks are equal (imputers,
+    ratios, logs, scalers, encoders: only the k-means similarity differs). Given a ``cache``
+    for one request, each distinct block is computed once: for the default run's champion,
+    six transformers' work becomes that of one and five similarity blocks."""
+
+    def __init__(self, blocks: list[tuple[list[str], Step | None, bytes]]) -> None:
+        self.blocks = blocks
+
+    def __call__(self, columns: Columns, cache: dict[bytes, np.ndarray] | None = None
+                 ) -> np.ndarray:
+        parts = []
+        for names, step, key in self.blocks:
+            out = cache.get(key) if cache is not None else None
+            if out is None:
+                X = _stack(columns, names)
+                out = X.astype(np.float64) if step is None else step(X)
+                if cache is not None:
+                    cache[key] = out
+            parts.append(out)
+        return np.hstack(parts)
+
+
+def _fingerprint(names: list[str], transformer: Any) -> bytes:
+    """Equal for blocks that compute the same thing: the same columns through transformers
+    in the same fitted state (their pickles, which hold all of it)."""
+    import hashlib
+    import pickle
+
+    return hashlib.sha256(pickle.dumps((names, transformer))).digest()
+
+
+def compile_columns(ct: Any) -> Features:
     """A fitted ColumnTransformer as a function of the input's columns (by name)."""
     from sklearn.compose import ColumnTransformer
 
     if not isinstance(ct, ColumnTransformer):
         raise NotCompiled(f"no fast path for {type(ct).__name__}")
-    blocks: list[tuple[list[str], Step | None]] = []
+    blocks: list[tuple[list[str], Step | None, bytes]] = []
     for _, transformer, columns in ct.transformers_:
         if isinstance(transformer, str) and transformer == "drop":
             continue
         names = [str(c) for c in np.atleast_1d(columns)]
         if not names:
             continue
+        key = _fingerprint(names, transformer)
         if isinstance(transformer, str) and transformer == "passthrough":
-            blocks.append((names, None))
+            blocks.append((names, None, key))
         elif isinstance(transformer, ColumnTransformer):
             inner = compile_columns(transformer)
-            blocks.append((names, _nested(inner, names)))
+            blocks.append((names, _nested(inner, names), key))
         else:
-            blocks.append((names, compile_transformer(transformer)))
-
-    def run(columns: Columns) -> np.ndarray:
-        parts = []
-        for names, step in blocks:
-            X = _stack(columns, names)
-            parts.append(X.astype(np.float64) if step is None else step(X))
-        return np.hstack(parts)
-    return run
+            blocks.append((names, compile_transformer(transformer), key))
+    return Features(blocks)
 
 
-def _nested(inner: Callable[[Columns], np.ndarray], names: list[str]) -> Step:
+def _nested(inner: Features, names: list[str]) -> Step:
     def run(X: np.ndarray) -> np.ndarray:
         return inner({name: X[:, j] for j, name in enumerate(names)})
     return run
@@ -209,7 +239,7 @@ class _Term:
 
     slot: int
     weight: float
-    features: Callable[[Columns], np.ndarray]
+    features: Features
     model: Any
 
 
@@ -293,15 +323,19 @@ def _boosting_parts(model: Any) -> tuple[list[dict[str, np.ndarray]], int, float
 
 
 class TreeWalk:
-    """Every node of every tree of the model in flat arrays, walked level by level for all
+    """Every node of every tree of the model in one table, walked level by level for all
     trees and rows at once.
 
-    A leaf points at itself whichever way a value goes (threshold +inf, both children
-    itself), so a level needs no test for leaves: about eight numpy operations, and every
-    eighth level the trees that reached a leaf leave the walk. One row through the default
-    run's champion (five members, 3,800 trees up to 52 levels deep, and the difficulty
-    model) is some 500 operations; a pass per member took twice that, and a call per tree
-    about 4,000."""
+    A node is one row of four integers (feature, threshold's bits, left child, right
+    child), so that a level fetches each tree's node with one gather: about six numpy
+    operations per level. A leaf is its own child whichever way a value goes (threshold
+    +inf), so a level needs no test for leaves, and a tree that did not move has reached
+    one: every few levels those leave the walk. One row through the default run's champion
+    (five members, 3,800 trees up to 52 levels deep, and the difficulty model) takes about
+    a millisecond; a pass per member took twice that, and a call per tree about ten."""
+
+    #: Trees at a leaf leave the walk every this many levels.
+    EVERY = 6
 
     def __init__(self, groups: list[tuple[list[dict[str, np.ndarray]], int, int]],
                  slots: int, depth: int) -> None:
@@ -311,56 +345,58 @@ class TreeWalk:
         parts = [(p, offset, slot) for trees, offset, slot in groups for p in trees]
         sizes = np.array([len(p["value"]) for p, _, _ in parts], dtype=np.intp)
         starts = np.concatenate([[0], np.cumsum(sizes)[:-1]]).astype(np.intp)
-        leaf = np.concatenate([np.asarray(p["leaf"], dtype=bool) for p, _, _ in parts])
-        ids = np.arange(leaf.size, dtype=np.intp)
+
+        def joined(key: str, dtype: Any) -> np.ndarray:
+            return np.concatenate([np.asarray(p[key], dtype=dtype) for p, _, _ in parts])
+
+        leaf = joined("leaf", bool)
+        ids = np.arange(leaf.size, dtype=np.int64)
         shift = np.repeat(starts, sizes)
-        left = np.concatenate([np.asarray(p["left"], dtype=np.intp) for p, _, _ in parts])
-        right = np.concatenate([np.asarray(p["right"], dtype=np.intp) for p, _, _ in parts])
-        child = np.empty(2 * leaf.size, dtype=np.intp)  # [2n]: left child, [2n + 1]: right
-        child[0::2] = np.where(leaf, ids, left + shift)
-        child[1::2] = np.where(leaf, ids, right + shift)
-        feature = np.concatenate([np.asarray(p["feature"], dtype=np.intp) + offset
+        feature = np.concatenate([np.asarray(p["feature"], dtype=np.int64) + offset
                                   for p, offset, _ in parts])
-        threshold = np.concatenate([np.asarray(p["threshold"], dtype=np.float64)
-                                    for p, _, _ in parts])
-        missing = np.concatenate([np.asarray(p["missing_left"], dtype=bool) for p, _, _ in parts])
-        self.feature = np.where(leaf, 0, feature)
-        self.threshold = np.where(leaf, np.inf, threshold)
-        self.missing_right = ~(missing | leaf)  # a missing value at a leaf stays there too
-        self.child, self.leaf, self.roots = child, leaf, starts
-        self.value = np.concatenate([np.asarray(p["value"], dtype=np.float64)
-                                     for p, _, _ in parts])
-        self.slot = np.array([slot for _, _, slot in parts], dtype=np.intp)
-        self.slots = slots
-        self.by_slot = [np.flatnonzero(self.slot == s) for s in range(slots)]
-        # The deepest path: a bound on the levels, which the walk usually leaves earlier.
-        self.depth = depth
+        self.nodes = np.empty((leaf.size, 4), dtype=np.int64)
+        self.nodes[:, 0] = np.where(leaf, 0, feature)
+        self.nodes[:, 1] = np.where(leaf, np.inf, joined("threshold", np.float64)
+                                    ).view(np.int64)
+        self.nodes[:, 2] = np.where(leaf, ids, joined("left", np.int64) + shift)
+        self.nodes[:, 3] = np.where(leaf, ids, joined("right", np.int64) + shift)
+        # A missing value goes right where the tree learnt so; at a leaf it stays there.
+        self.missing_right = ~(joined("missing_left", bool) | leaf)
+        self.value = joined("value", np.float64)
+        self.roots = starts
+        slot = np.array([slot for _, _, slot in parts], dtype=np.intp)
+        self.by_slot = [np.flatnonzero(slot == s) for s in range(slots)]
+        self.depth = depth  # a bound on the levels: the walk usually leaves earlier
 
     def __call__(self, X: np.ndarray) -> np.ndarray:
         """Each slot's sum of the leaf values the rows reach: (rows, slots)."""
         rows, trees = X.shape[0], self.roots.size
-        out = np.zeros((rows, self.slots))
         flat = np.ascontiguousarray(X, dtype=np.float64).ravel()
-        base = np.repeat(np.arange(rows, dtype=np.intp) * X.shape[1], trees)
-        node = np.tile(self.roots, rows)
-        where = np.arange(node.size)  # the walking trees' places in ``node``
-        final = node.copy()
         nan = bool(np.isnan(flat).any())
+        one = rows == 1  # one row: a node's feature is its place in ``flat``
+        base = np.repeat(np.arange(rows, dtype=np.int64) * X.shape[1], trees)
+        node = np.tile(self.roots, rows).astype(np.int64)
+        where = np.arange(node.size)  # the walking trees' places in ``final``
+        final = node.copy()
         for level in range(1, self.depth + 1):
-            x = flat[base + self.feature[node]]
-            right = x > self.threshold[node]
+            at = np.take(self.nodes, node, axis=0)
+            x = flat[at[:, 0] if one else base + at[:, 0]]
+            right = x > at[:, 1].view(np.float64)
             if nan:
                 right |= np.isnan(x) & self.missing_right[node]
-            node = self.child[2 * node + right]
-            if level % 8 == 0:
-                going = ~self.leaf[node]
-                final[where] = node
+            moved = np.where(right, at[:, 3], at[:, 2])
+            if level % self.EVERY == 0:
+                going = moved != node
+                final[where] = moved
                 if not going.any():
                     break
-                node, base, where = node[going], base[going], where[going]
+                node, base, where = moved[going], base[going], where[going]
+            else:
+                node = moved
         else:
             final[where] = node
         leaves = self.value[final].reshape(rows, trees)
+        out = np.zeros((rows, len(self.by_slot)))
         for slot, trees_of_slot in enumerate(self.by_slot):
             out[:, slot] = leaves[:, trees_of_slot].sum(axis=1)
         return out
@@ -389,20 +425,22 @@ def _compile_terms(terms: list[_Term], slots: int) -> Callable[[Columns], np.nda
     predicts = [(term, _model_predict(term.model)) for term in terms]
 
     def small(columns: Columns) -> np.ndarray:
-        blocks = [term.features(columns) for term, _ in walked]
+        cache: dict[bytes, np.ndarray] = {}
+        blocks = [term.features(columns, cache) for term, _ in walked]
         # A forest compares its input in float32, as scikit-learn's trees do.
         blocks = [X.astype(np.float32).astype(np.float64) if float32 else X
                   for X, (_, float32) in zip(blocks, walked, strict=True)]
         out = walk(np.hstack(blocks)) if walk else np.zeros((_rows(columns), slots))
         out += constant
         for term, predict in others:
-            out[:, term.slot] += term.weight * predict(term.features(columns))
+            out[:, term.slot] += term.weight * predict(term.features(columns, cache))
         return out
 
     def large(columns: Columns) -> np.ndarray:
         out = np.zeros((_rows(columns), slots))
+        cache: dict[bytes, np.ndarray] = {}
         for term, predict in predicts:
-            out[:, term.slot] += term.weight * predict(term.features(columns))
+            out[:, term.slot] += term.weight * predict(term.features(columns, cache))
         return out
 
     return lambda columns: small(columns) if _rows(columns) <= SMALL else large(columns)
@@ -431,7 +469,12 @@ Scored = tuple[np.ndarray, Any, Any]
 SPLIT = 256
 
 
-def compile_model(model: Any, threads: int = 1) -> Callable[[pd.DataFrame], Scored]:
+#: The input of a compiled model: the checked frame, or its columns as arrays (as
+#: :func:`_columns` gives them; the input check builds them for a small request).
+Input: TypeAlias = pd.DataFrame | Columns
+
+
+def compile_model(model: Any, threads: int = 1) -> Callable[[Input], Scored]:
     """A fitted model (a :class:`~tabreg.models.intervals.ConformalRegressor`, or an
     estimator without intervals) as a function of the checked input frame returning
     (prediction, lower, upper), the bounds None without intervals; a request of
@@ -444,8 +487,8 @@ def compile_model(model: Any, threads: int = 1) -> Callable[[pd.DataFrame], Scor
 
     pool = ThreadPoolExecutor(threads, thread_name_prefix="fast-path", initializer=_one_thread)
 
-    def in_parts(frame: pd.DataFrame) -> Scored:
-        if len(frame) < SPLIT:
+    def in_parts(frame: Input) -> Scored:
+        if isinstance(frame, dict) or len(frame) < SPLIT:
             return run(frame)
         cuts = np.linspace(0, len(frame), threads + 1).astype(int)
         parts = list(pool.map(run, [frame.iloc[a:b] for a, b in zip(cuts, cuts[1:],
@@ -463,7 +506,7 @@ def _one_thread() -> None:
     threadpool_limits(1)
 
 
-def _compile_whole(model: Any) -> Callable[[pd.DataFrame], Scored]:
+def _compile_whole(model: Any) -> Callable[[Input], Scored]:
     from tabreg.models.intervals import ConformalRegressor
 
     if isinstance(model, ConformalRegressor):
@@ -474,7 +517,7 @@ def _compile_whole(model: Any) -> Callable[[pd.DataFrame], Scored]:
         run = _compile_terms(terms, 2)
         spread = model.difficulty_ is not None
 
-        def with_interval(frame: pd.DataFrame) -> tuple[np.ndarray, Any, Any]:
+        def with_interval(frame: Input) -> tuple[np.ndarray, Any, Any]:
             out = run(_columns(frame))
             pred = out[:, 0]
             scale = np.maximum(out[:, 1], floor) if spread else np.ones_like(pred)
@@ -485,8 +528,11 @@ def _compile_whole(model: Any) -> Callable[[pd.DataFrame], Scored]:
     return lambda frame: (point(_columns(frame)), None, None)
 
 
-def _columns(frame: pd.DataFrame) -> Columns:
-    """The frame's columns as arrays: numbers as float64, text as objects (None for NaN)."""
+def _columns(frame: Input) -> Columns:
+    """The frame's columns as arrays: numbers as float64, text as objects (NaN where
+    missing); columns given as arrays already are taken as they are."""
+    if isinstance(frame, dict):
+        return frame
     out: Columns = {}
     for name in frame.columns:
         values = frame[name]

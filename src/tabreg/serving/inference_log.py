@@ -33,7 +33,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeAlias
 
 import numpy as np
 import pandas as pd
@@ -55,7 +55,21 @@ def new_request_id() -> str:
     return uuid.uuid4().hex
 
 
-def rows_for_log(features: pd.DataFrame, scored: dict[str, Any], *, request_id: str,
+class Deferred(Protocol):
+    """Rows whose frame is built when first asked for (:class:`tabreg.serving.scoring.Checked`
+    for a small request): the log builds it in its writer thread, off the request path."""
+
+    def __len__(self) -> int: ...
+
+    @property
+    def features(self) -> pd.DataFrame: ...
+
+
+#: A request's checked input rows: a frame, or rows whose frame is built on demand.
+Inputs: TypeAlias = pd.DataFrame | Deferred
+
+
+def rows_for_log(features: Inputs, scored: dict[str, Any], *, request_id: str,
                  source: str, model: str, version: str, when: datetime | None = None,
                  first_row: int = 0) -> pd.DataFrame:
     """The log's rows for one scored request or chunk (whose first row is row ``first_row``
@@ -66,12 +80,14 @@ def rows_for_log(features: pd.DataFrame, scored: dict[str, Any], *, request_id: 
         "when": when or datetime.now(UTC), "first_row": first_row})])
 
 
-def rows_for_requests(taken: list[tuple[pd.DataFrame, dict[str, Any], dict[str, Any]]]
+def rows_for_requests(requests: list[tuple[Inputs, dict[str, Any], dict[str, Any]]]
                       ) -> pd.DataFrame:
     """The log's rows for many requests at once, each ``(features, scored, meta)`` as
     :func:`rows_for_log` takes them. Built column by column over the whole batch: a server
     answering hundreds of one-row requests a second would otherwise spend milliseconds of
     Python per request building a frame each, in a thread that competes with the answers."""
+    taken = [(f if isinstance(f, pd.DataFrame) else f.features, scored, meta)
+             for f, scored, meta in requests]
     sizes = np.array([len(features) for features, _, _ in taken], dtype=np.intp)
     n = int(sizes.sum())
 
@@ -261,7 +277,7 @@ class InferenceLog:
 
     # --- the request path: constant time, never blocks on I/O -------------------------------
 
-    def append(self, features: pd.DataFrame, scored: dict[str, Any], **meta: Any) -> bool:
+    def append(self, features: Inputs, scored: dict[str, Any], **meta: Any) -> bool:
         """Queue one request's rows (the arguments of :func:`rows_for_log`, whose table is
         built later, in the writer thread); False, and the rows counted as dropped, when
         memory is full."""
@@ -302,9 +318,22 @@ class InferenceLog:
         batches = list(self._retry)
         self._retry.clear()
         if taken:
-            batches.append(_Batch(rows_for_requests(taken)))
+            try:
+                batches.append(_Batch(rows_for_requests(taken)))
+            except Exception as exc:  # noqa: BLE001 - a bug must not stop the writer thread
+                self._lost(sum(len(features) for features, _, _ in taken), exc)
         for batch in batches:
             self._write(batch)
+
+    def _lost(self, rows: int, exc: Exception) -> None:
+        """Rows that could not even be made into a table: counted as lost, and said once in
+        the log with the traceback; the writer thread goes on with the next rows."""
+        log.exception("inference log: %d row(s) could not be prepared for %s", rows,
+                      self._status.target)
+        with self._lock:
+            self._status.rows_waiting -= rows
+            self._status.rows_lost += rows
+            self._status.last_error = f"{type(exc).__name__}: {str(exc)[:300]}"
 
     def _write(self, batch: _Batch) -> None:
         rows = len(batch.frame)
