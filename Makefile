@@ -187,8 +187,8 @@ predict: $(STAMP) ## score a file: make predict INPUT=in.csv OUTPUT=out.parquet 
 	@test -n "$(INPUT)" -a -n "$(OUTPUT)" || { echo "usage: make predict INPUT=in.csv|.parquet OUTPUT=out.csv|.parquet [VERSION=n]" >&2; exit 2; }
 	$(TAB) predict "$(INPUT)" "$(OUTPUT)" $(if $(VERSION),--version $(VERSION))
 
-bench: $(STAMP) ## benchmarks -> bench/results.json (about 12 min); BENCH=quick: small sizes; BENCH=quality: real-data RMSE, idle and busy (40 min)
-	python -m bench $(if $(filter quick,$(BENCH)),--quick) $(if $(filter quality,$(BENCH)),--only quality)
+bench: $(STAMP) ## benchmarks -> bench/results.json (about 12 min); BENCH=quick: small sizes; BENCH=quality: real-data RMSE, idle and busy (40 min); BENCH=champion: serving the model `make run` promoted
+	python -m bench $(if $(filter quick,$(BENCH)),--quick) $(if $(filter quality champion,$(BENCH)),--only $(BENCH))
 
 # --- the shared stack on this machine (PostgreSQL, MLflow and Prefect servers, workers) --------
 .PHONY: services services-stop services-status

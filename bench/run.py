@@ -431,7 +431,7 @@ def _latencies(url: str, body: bytes, n: int) -> list[float]:
     return out
 
 
-def _in_process_figures(config, frame, n1: int, n100: int) -> tuple[float, ...]:
+def _in_process_figures(config, uri: str, frame, n1: int, n100: int) -> tuple[float, ...]:
     """Median seconds in process, on one thread as the server predicts: the registered pyfunc
     model on 1, 100 and 1,000 rows, then the fast path on 1 and 1,000 checked rows."""
     import mlflow.pyfunc
@@ -439,6 +439,7 @@ def _in_process_figures(config, frame, n1: int, n100: int) -> tuple[float, ...]:
 
     from tabreg.serving import fast, scoring
 
+    mlflow.set_tracking_uri(uri)
     model = mlflow.pyfunc.load_model(f"models:/{config.registry.model_name}@champion")
     spec = scoring.spec_for(model, config.schema)
     run = fast.compile_model(scoring.raw_model(model))
@@ -452,8 +453,7 @@ def _in_process_figures(config, frame, n1: int, n100: int) -> tuple[float, ...]:
 
 
 def serving(plan: Plan, work: Path) -> dict:
-    import numpy as np
-
+    """The serving figures of the fixed blend of :func:`_register`, on generated rows."""
     from tabreg.data import synthetic
 
     config = _load_config()
@@ -461,6 +461,42 @@ def serving(plan: Plan, work: Path) -> dict:
     store.mkdir()
     uri = _register(config, store, plan.serve_rows, plan.quick)
     frame = synthetic.generate(1000, seed=9)[list(config.schema.features)]
+    return _serving_figures(plan, config, store, uri, frame)
+
+
+def champion(plan: Plan, work: Path) -> dict:
+    """The serving figures of the model this project's own runs promoted (the champion in
+    its tracking store, as ``make serve`` finds it) on 1,000 rows of its test split: what
+    the model a full ``make run`` chose costs to serve, beside the serving section's fixed
+    blend. On request, after ``make run``: ``make bench BENCH=champion``."""
+    import pandas as pd
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    from tabreg.store.tracking import tracking_uri
+
+    config = _load_config()
+    uri = tracking_uri(config, ROOT)
+    name = config.registry.model_name
+    try:
+        version = MlflowClient(tracking_uri=uri).get_model_version_by_alias(name, "champion")
+    except MlflowException:
+        return {"skipped": f"no {name}@champion in {uri}: run `make run` first"}
+    test = ROOT / config.paths.test
+    if not test.is_file():
+        return {"skipped": f"no test split at {config.paths.test}: run `make run` first"}
+    frame = pd.read_parquet(test, columns=list(config.schema.features)).head(1000)
+    store = work / "champion"
+    store.mkdir()
+    figures = _serving_figures(plan, config, store, uri, frame.reset_index(drop=True))
+    return {"model": f"{name} version {version.version}", **figures}
+
+
+def _serving_figures(plan: Plan, config, store: Path, uri: str, frame) -> dict:
+    """The champion registered in ``uri`` served by ``tabreg serve`` (run in ``store``):
+    requests of 1, 100 and 1,000 rows of ``frame``, and the same in process."""
+    import numpy as np
+
     one, hundred = frame.head(1), frame.head(100)
     body1 = _payload(one)
     n1, n100 = plan.serve_requests
@@ -471,7 +507,7 @@ def serving(plan: Plan, work: Path) -> dict:
     with _server(store, uri, workers=2) as (url, _):
         _concurrent_rps(url, body1, 20, clients=4)  # every worker warmed up
         two_workers = _concurrent_rps(url, body1, n1, clients=4)
-    ref1, ref100, ref1000, fast1, fast1000 = _in_process_figures(config, frame, n1, n100)
+    ref1, ref100, ref1000, fast1, fast1000 = _in_process_figures(config, uri, frame, n1, n100)
 
     def pct(values, q):
         return float(np.percentile(values, q))
@@ -706,10 +742,10 @@ def quality(plan: Plan, work: Path) -> dict:
 SECTIONS: dict[str, Callable[[Plan, Path], dict]] = {
     "startup": startup, "pipeline": pipeline, "mlp": mlp, "tuning": tuning,
     "threads": threads, "workers": workers, "serving": serving, "scale": scale,
-    "quality": quality,
+    "quality": quality, "champion": champion,
 }
 #: Sections that run only when named (``--only quality``, ``make bench BENCH=quality``).
-ON_REQUEST = ("quality",)
+ON_REQUEST = ("quality", "champion")
 
 
 def main(argv: list[str] | None = None) -> int:

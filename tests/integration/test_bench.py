@@ -75,3 +75,20 @@ def _ratio(section: dict, figure_start: str) -> float:
     """The ratio printed in the row of ``section``'s table whose figure starts so."""
     [row] = [r for r in section["table"] if r["figure"].startswith(figure_start)]
     return float(row["ratio"].removesuffix("x"))
+
+
+def test_the_champion_section_says_when_there_is_no_champion(tmp_path, monkeypatch):
+    """``make bench BENCH=champion`` before any ``make run``: skipped, saying why."""
+    import shutil
+
+    from bench import run
+    from tests.conftest import seed_store
+
+    shutil.copy(ROOT / "params.yaml", tmp_path / "params.yaml")
+    seed_store(tmp_path)  # the project's store, with no model in it
+    monkeypatch.setattr(run, "ROOT", tmp_path)
+    for name in PER_MACHINE:
+        monkeypatch.delenv(name, raising=False)
+    section = run.champion(run.QUICK, tmp_path / "work")
+    assert section == {"skipped": f"no housing@champion in sqlite:///{tmp_path / 'mlflow.db'}:"
+                                  " run `make run` first"}

@@ -71,6 +71,30 @@ def test_a_batch_of_requests_is_the_requests_one_by_one():
         "row_id"].iloc[0]
 
 
+def test_rows_checked_without_a_frame_are_logged_as_their_frames():
+    """The server hands the log a small request's checked values, not a frame; the writer
+    builds one frame for each run of them. The rows are those of the requests' own frames,
+    in order, with and without ids, between requests that came with a frame."""
+    from tabreg.serving import scoring
+
+    spec = scoring.InputSpec(("median_income",), ("ocean_proximity",),
+                             categories={"ocean_proximity": frozenset({"INLAND"})})
+    requests = []
+    for i in range(7):
+        n = 1 + i % 3
+        checked = scoring.check_values({"median_income": [1.5 + i] * n,
+                                        "ocean_proximity": ["INLAND", None, "ISLAND"][:n]},
+                                       spec)
+        assert checked is not None and checked.arrays is not None
+        _, scored, meta = request(n, f"q{i}", datetime(2026, 12, 1, 8, tzinfo=UTC))
+        scored["flags"] = checked.flags
+        if i % 2:
+            scored["row_id"] = None  # named by the hash of its inputs
+        requests.append((checked.features if i == 3 else checked, scored, meta))
+    framed = [(getattr(f, "features", f), scored, meta) for f, scored, meta in requests]
+    pd.testing.assert_frame_equal(il.rows_for_requests(requests), il.rows_for_requests(framed))
+
+
 def test_every_row_is_written_by_day_and_none_is_lost_on_close(tmp_path):
     log = il.InferenceLog(il.ParquetDays(tmp_path / "log"), target="log", batch_rows=50,
                           flush_seconds=0.05).start()
@@ -145,6 +169,9 @@ class Unbuildable:
     @property
     def features(self) -> pd.DataFrame:
         raise ValueError("cannot build these rows")
+
+    def stacked(self, more: list) -> pd.DataFrame:
+        return self.features
 
 
 def test_rows_that_cannot_be_prepared_are_counted_and_the_writer_goes_on(tmp_path, caplog):

@@ -30,6 +30,7 @@ import threading
 import time
 import uuid
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -57,16 +58,23 @@ def new_request_id() -> str:
 
 class Deferred(Protocol):
     """Rows whose frame is built when first asked for (:class:`tabreg.serving.scoring.Checked`
-    for a small request): the log builds it in its writer thread, off the request path."""
+    for a small request): the log builds it in its writer thread, off the request path, one
+    frame for a run of such requests (``stacked``)."""
 
     def __len__(self) -> int: ...
 
     @property
     def features(self) -> pd.DataFrame: ...
 
+    def stacked(self, more: Sequence[Any]) -> pd.DataFrame:
+        """The frame of these rows followed by those of ``more`` (of the same kind)."""
+        ...
+
 
 #: A request's checked input rows: a frame, or rows whose frame is built on demand.
 Inputs: TypeAlias = pd.DataFrame | Deferred
+#: Scored requests as the log takes them: (input rows, outputs, who and when).
+Requests: TypeAlias = list[tuple[Inputs, dict[str, Any], dict[str, Any]]]
 
 
 def rows_for_log(features: Inputs, scored: dict[str, Any], *, request_id: str,
@@ -80,60 +88,88 @@ def rows_for_log(features: Inputs, scored: dict[str, Any], *, request_id: str,
         "when": when or datetime.now(UTC), "first_row": first_row})])
 
 
-def rows_for_requests(requests: list[tuple[Inputs, dict[str, Any], dict[str, Any]]]
-                      ) -> pd.DataFrame:
+def rows_for_requests(requests: Requests) -> pd.DataFrame:
     """The log's rows for many requests at once, each ``(features, scored, meta)`` as
     :func:`rows_for_log` takes them. Built column by column over the whole batch: a server
     answering hundreds of one-row requests a second would otherwise spend milliseconds of
     Python per request building a frame each, in a thread that competes with the answers."""
-    taken = [(f if isinstance(f, pd.DataFrame) else f.features, scored, meta)
-             for f, scored, meta in requests]
-    sizes = np.array([len(features) for features, _, _ in taken], dtype=np.intp)
+    blocks = _blocks(requests)
+    sizes = np.array([len(features) for features, _, _ in requests], dtype=np.intp)
     n = int(sizes.sum())
 
     def each(key: str) -> np.ndarray:
-        return np.repeat(np.array([meta[key] for _, _, meta in taken], dtype=object), sizes)
+        return np.repeat(np.array([meta[key] for _, _, meta in requests], dtype=object), sizes)
 
     # A row's number in its request; a chunk of a larger one (make predict) says where it
     # starts, so that (request id, row) names one row of the whole file.
     starts = np.repeat(np.cumsum(sizes) - sizes
-                       - np.array([meta.get("first_row", 0) for _, _, meta in taken],
+                       - np.array([meta.get("first_row", 0) for _, _, meta in requests],
                                   dtype=np.intp), sizes)
     frame = pd.DataFrame({REQUEST_ID: each("request_id"), ROW: np.arange(n) - starts,
                           TIME: pd.Series(pd.DatetimeIndex(
-                              [meta["when"] for _, _, meta in taken]).tz_convert(UTC)
+                              [meta["when"] for _, _, meta in requests]).tz_convert(UTC)
                               .repeat(sizes), dtype="datetime64[us, UTC]"),
                           SOURCE: each("source"), MODEL: each("model"),
                           VERSION: each("version").astype(str)})
-    inputs = pd.concat([features for features, _, _ in taken], ignore_index=True)
-    frame[ROW_ID] = pd.Series(_row_ids(taken), dtype="string").to_numpy()
+    inputs = pd.concat([block for block, _ in blocks], ignore_index=True)
+    frame[ROW_ID] = pd.Series(_row_ids(requests, blocks), dtype="string").to_numpy()
     frame = pd.concat([frame, inputs], axis=1)
     for name in (PREDICTION, LOWER, UPPER):
         frame[name] = np.concatenate([
             np.full(size, np.nan) if scored.get(name) is None
             else np.asarray(scored[name], dtype=np.float64)
-            for size, (_, scored, _) in zip(sizes, taken, strict=True)]) if n else []
-    flags = [flag for _, scored, _ in taken for flag in scored[FLAGS]]
+            for size, (_, scored, _) in zip(sizes, requests, strict=True)]) if n else []
+    flags = [flag for _, scored, _ in requests for flag in scored[FLAGS]]
     frame[FLAGS] = pd.Series(flags, dtype="string").to_numpy()
     return frame
 
 
-def _row_ids(taken: list[tuple[pd.DataFrame, dict[str, Any], dict[str, Any]]]) -> np.ndarray:
+def _blocks(requests: Requests) -> list[tuple[pd.DataFrame, list[int]]]:
+    """The requests' input rows as few frames, each with the requests it holds, in order: a
+    request's own frame, or one frame for a run of requests whose frames were deferred. A
+    frame per one-row request took the writer 0.5 ms each, holding the interpreter's lock."""
+    blocks: list[tuple[pd.DataFrame, list[int]]] = []
+    run: list[int] = []
+
+    def close() -> None:
+        if run:
+            first: Deferred = requests[run[0]][0]
+            blocks.append((first.stacked([requests[i][0] for i in run[1:]]), list(run)))
+            run.clear()
+
+    for i, (features, _, _) in enumerate(requests):
+        if isinstance(features, pd.DataFrame):
+            close()
+            blocks.append((features, [i]))
+        else:
+            run.append(i)
+    close()
+    return blocks
+
+
+def _row_ids(taken: Requests, blocks: list[tuple[pd.DataFrame, list[int]]]) -> np.ndarray:
     """Each row's id: the one its request sent, else (as scoring names a row without an id)
     the hash of its inputs, computed once for all such rows of the batch with the same
     columns (one served version's)."""
     from tabreg.data.identity import row_ids
 
-    parts: list[Any] = []
-    unnamed: dict[tuple[str, ...], list[int]] = {}
-    for i, (features, scored, _) in enumerate(taken):
-        given = scored.get(ROW_ID)
-        parts.append(None if given is None else np.asarray(given, dtype=object))
-        if given is None:
-            unnamed.setdefault(tuple(map(str, features.columns)), []).append(i)
-    for columns, members in unnamed.items():
-        inputs = pd.concat([taken[i][0] for i in members], ignore_index=True)
+    parts: list[Any] = [None] * len(taken)
+    unnamed: dict[tuple[str, ...], list[tuple[pd.DataFrame, list[int]]]] = {}
+    for block, members in blocks:
+        sizes = [len(taken[i][0]) for i in members]
+        given = [taken[i][1].get(ROW_ID) for i in members]
+        for i, ids in zip(members, given, strict=True):
+            if ids is not None:
+                parts[i] = np.asarray(ids, dtype=object)
+        nameless = np.repeat([ids is None for ids in given], sizes)
+        if nameless.any():
+            rows = block if nameless.all() else block[nameless]
+            unnamed.setdefault(tuple(map(str, block.columns)), []).append(
+                (rows, [i for i, ids in zip(members, given, strict=True) if ids is None]))
+    for columns, groups in unnamed.items():
+        inputs = pd.concat([rows for rows, _ in groups], ignore_index=True)
         hashed = row_ids(inputs, list(columns)).to_numpy(dtype=object)
+        members = [i for _, group in groups for i in group]
         for i, chunk in zip(members, np.split(hashed, np.cumsum(
                 [len(taken[i][0]) for i in members])[:-1]), strict=True):
             parts[i] = chunk

@@ -321,15 +321,32 @@ class Checked:
             return self.frame
         if self.arrays is None or self.spec is None:
             raise TabregError("a checked input holds neither its frame nor its columns")
-        spec, arrays = self.spec, self.arrays
-        columns: dict[str, Any] = {
-            name: arrays[name].astype("int64") if name in spec.integer else arrays[name]
-            for name in spec.numeric}
-        columns.update({name: pd.array(arrays[name], dtype="str") for name in spec.categorical})
-        return pd.DataFrame(columns, columns=list(spec.columns))
+        return _frame_of(self.arrays, self.spec)
+
+    def stacked(self, more: Sequence[Checked]) -> pd.DataFrame:
+        """The frame of these rows followed by those of ``more``, built once from their
+        arrays when all have them for one model (the inference log's batch of one-row
+        requests: a frame each cost 0.5 ms, one for the batch 0.06 ms a request)."""
+        items = [self, *more]
+        if self.spec is not None and all(c.frame is None and c.arrays is not None
+                                         and c.spec is self.spec for c in items):
+            names = list(self.spec.columns)
+            return _frame_of({n: np.concatenate([c.arrays[n] for c in items  # type: ignore[index]
+                                                 ]) for n in names}, self.spec)
+        return pd.concat([c.features for c in items], ignore_index=True)
 
     def __len__(self) -> int:
         return len(self.flags)
+
+
+def _frame_of(arrays: Mapping[str, np.ndarray], spec: InputSpec) -> pd.DataFrame:
+    """The checked columns (as :func:`_plain` leaves them) as the frame the full check
+    gives: whole numbers as int64, text as pandas' strings."""
+    columns: dict[str, Any] = {
+        name: arrays[name].astype("int64") if name in spec.integer else arrays[name]
+        for name in spec.numeric}
+    columns.update({name: pd.array(arrays[name], dtype="str") for name in spec.categorical})
+    return pd.DataFrame(columns, columns=list(spec.columns))
 
 
 def _join_flags(masks: list[tuple[str, np.ndarray]], n: int) -> np.ndarray:

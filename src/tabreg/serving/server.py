@@ -170,26 +170,31 @@ def _json(body: bytes) -> Any:
 
 def values_from_json(payload: Any, spec: InputSpec) -> dict[str, list[Any]] | None:
     """The values by column of a small ``dataframe_split`` or ``dataframe_records`` payload
-    with the model's columns, and perhaps some it ignores such as ``row_id`` (what clients
-    usually send); None for anything else, which :func:`frame_from_json` reads (and
-    refuses, naming what is wrong)."""
+    with the model's columns, and perhaps some it ignores such as ``row_id`` given as text
+    (what clients usually send); None for anything else, which :func:`frame_from_json`
+    reads (and refuses, naming what is wrong)."""
+    from tabreg.config import ROW_ID
+
     if not isinstance(payload, dict) or len(payload) != 1:
         return None
     split, records = payload.get("dataframe_split"), payload.get("dataframe_records")
+    values = None
     if isinstance(split, dict) and len(split) == 2:
         columns, data = split.get("columns"), split.get("data")
-        if not (isinstance(columns, list) and isinstance(data, list)
+        if (isinstance(columns, list) and isinstance(data, list)
                 and 0 < len(data) <= scoring.PLAIN_ROWS and _usual(columns, spec)
                 and all(type(r) is list and len(r) == len(columns) for r in data)):
-            return None
-        return {name: [r[j] for r in data] for j, name in enumerate(columns)}
-    if isinstance(records, list) and 0 < len(records) <= scoring.PLAIN_ROWS:
+            values = {name: [r[j] for r in data] for j, name in enumerate(columns)}
+    elif isinstance(records, list) and 0 < len(records) <= scoring.PLAIN_ROWS:
         first = records[0]
-        if not (type(first) is dict and _usual(list(first), spec)
+        if (type(first) is dict and _usual(list(first), spec)
                 and all(type(r) is dict and r.keys() == first.keys() for r in records)):
-            return None
-        return {name: [r[name] for r in records] for name in first}
-    return None
+            values = {name: [r[name] for r in records] for name in first}
+    # Ids given as numbers: the frame path writes them as pandas does (7 or 7.0).
+    if values is not None and not all(v is None or type(v) is str
+                                      for v in values.get(ROW_ID, ())):
+        return None
+    return values
 
 
 def _usual(columns: list[Any], spec: InputSpec) -> bool:
@@ -387,9 +392,8 @@ def _checked(body: bytes, content_type: str, served: Served) -> tuple[scoring.Ch
         payload = _json(body)
         values = values_from_json(payload, served.spec) if served.id_column is None else None
         checked = scoring.check_values(values, served.spec) if values is not None else None
-        ids = _ids_of_values(values) if checked is not None else False
-        if checked is not None and ids is not False:
-            return checked, ids
+        if values is not None and checked is not None:
+            return checked, _ids_of_values(values)
         frame = frame_from_json(payload, served.spec)
     else:
         frame = frame_from_body(body, content_type, served.spec)
@@ -397,10 +401,9 @@ def _checked(body: bytes, content_type: str, served: Served) -> tuple[scoring.Ch
     return checked, given_ids(frame, served.id_column)
 
 
-def _ids_of_values(values: Any) -> Any:
-    """:func:`given_ids` of a request's values by column: its ``row_id`` values when each is
-    given as text, None when the column is absent or incomplete, False for anything else
-    (ids given as numbers), which the frame path then names as :func:`given_ids` does."""
+def _ids_of_values(values: dict[str, list[Any]]) -> Any:
+    """:func:`given_ids` of a request's values by column (:func:`values_from_json`): its
+    ``row_id`` values when each is given, else None."""
     import numpy as np
 
     from tabreg.config import ROW_ID
@@ -408,8 +411,6 @@ def _ids_of_values(values: Any) -> Any:
     given = values.get(ROW_ID)
     if given is None or any(v is None for v in given):
         return None
-    if not all(type(v) is str for v in given):
-        return False
     return np.array(given, dtype=object)
 
 
