@@ -331,8 +331,9 @@ class TreeWalk:
     operations per level. A leaf is its own child whichever way a value goes (threshold
     +inf), so a level needs no test for leaves, and a tree that did not move has reached
     one: every few levels those leave the walk. One row through the default run's champion
-    (five members, 3,800 trees up to 52 levels deep, and the difficulty model) takes about
-    a millisecond; a pass per member took twice that, and a call per tree about ten."""
+    (five members and the difficulty model: 3,967 trees, up to 52 levels deep) takes about a
+    millisecond; a walk per member took about four, and scikit-learn's call per tree 39 ms
+    for eight rows."""
 
     #: Trees at a leaf leave the walk every this many levels.
     EVERY = 6
