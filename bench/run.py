@@ -470,18 +470,21 @@ def champion(plan: Plan, work: Path) -> dict:
     the model a full ``make run`` chose costs to serve, beside the serving section's fixed
     blend. On request, after ``make run``: ``make bench BENCH=champion``."""
     import pandas as pd
-    from mlflow import MlflowClient
-    from mlflow.exceptions import MlflowException
 
+    from tabreg.errors import TabregError
+    from tabreg.promotion import registry
     from tabreg.store.tracking import tracking_uri
 
     config = _load_config()
     uri = tracking_uri(config, ROOT)
     name = config.registry.model_name
-    try:
-        version = MlflowClient(tracking_uri=uri).get_model_version_by_alias(name, "champion")
-    except MlflowException:
-        return {"skipped": f"no {name}@champion in {uri}: run `make run` first"}
+    try:  # the store as `make serve` opens it: checked, and nothing created in it
+        version = registry.alias_version(registry.open_store(config, ROOT), name,
+                                         registry.CHAMPION)
+    except TabregError as exc:  # no store yet: it says what to run
+        return {"skipped": str(exc)}
+    if version is None:
+        return {"skipped": f"no {name}@{registry.CHAMPION} in {uri}: run `make run` first"}
     test = ROOT / config.paths.test
     if not test.is_file():
         return {"skipped": f"no test split at {config.paths.test}: run `make run` first"}

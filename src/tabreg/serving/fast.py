@@ -406,9 +406,10 @@ class TreeWalk:
 def _compile_terms(terms: list[_Term], slots: int) -> Callable[[Columns], np.ndarray]:
     """The weighted sum of the terms per slot, as a function of the input's columns:
     (rows, slots)."""
+    predicts = [(term, _model_predict(term.model)) for term in terms]
     groups, walked, others = [], [], []
     constant, offset, depth = np.zeros(slots), 0, 0
-    for term in terms:
+    for term, predict in predicts:
         forest, boosting = _forest_parts(term.model), _boosting_parts(term.model)
         if forest is not None:
             trees, deepest = forest
@@ -416,14 +417,13 @@ def _compile_terms(terms: list[_Term], slots: int) -> Callable[[Columns], np.nda
             trees, deepest, baseline = boosting
             constant[term.slot] += term.weight * baseline
         else:
-            others.append((term, _model_predict(term.model)))
+            others.append((term, predict))
             continue
         groups.append(([{**p, "value": p["value"] * term.weight} for p in trees], offset,
                        term.slot))
         walked.append((term, forest is not None))
         offset, depth = offset + int(term.model.n_features_in_), max(depth, deepest)
     walk = TreeWalk(groups, slots, depth) if groups else None
-    predicts = [(term, _model_predict(term.model)) for term in terms]
 
     def small(columns: Columns) -> np.ndarray:
         cache: dict[bytes, np.ndarray] = {}

@@ -182,12 +182,12 @@ def values_from_json(payload: Any, spec: InputSpec) -> dict[str, list[Any]] | No
     if isinstance(split, dict) and len(split) == 2:
         columns, data = split.get("columns"), split.get("data")
         if (isinstance(columns, list) and isinstance(data, list)
-                and 0 < len(data) <= scoring.PLAIN_ROWS and _usual(columns, spec)
+                and 0 < len(data) <= scoring.PLAIN_ROWS and _names(columns, spec)
                 and all(type(r) is list and len(r) == len(columns) for r in data)):
             values = {name: [r[j] for r in data] for j, name in enumerate(columns)}
     elif isinstance(records, list) and 0 < len(records) <= scoring.PLAIN_ROWS:
         first = records[0]
-        if (type(first) is dict and _usual(list(first), spec)
+        if (type(first) is dict and _names(list(first), spec)
                 and all(type(r) is dict and r.keys() == first.keys() for r in records)):
             values = {name: [r[name] for r in records] for name in first}
     # Ids given as numbers: the frame path writes them as pandas does (7 or 7.0).
@@ -197,11 +197,12 @@ def values_from_json(payload: Any, spec: InputSpec) -> dict[str, list[Any]] | No
     return values
 
 
-def _usual(columns: list[Any], spec: InputSpec) -> bool:
-    """Each of the model's columns once, and otherwise only columns it ignores."""
-    names = set(columns)
-    return (len(names) == len(columns) and all(type(c) is str for c in columns)
-            and set(spec.columns) <= names <= set(spec.columns) | spec.ignored)
+def _names(columns: list[Any], spec: InputSpec) -> bool:
+    """Column names as text, each once, no more than the model takes and ignores (which ones
+    is :func:`scoring.check_values`'s to say): a payload of thousands of columns goes the
+    frame's way, refused before a frame is built."""
+    return (len(columns) <= len(spec.columns) + len(spec.ignored)
+            and all(type(c) is str for c in columns) and len(set(columns)) == len(columns))
 
 
 def frame_from_body(body: bytes, content_type: str, spec: InputSpec) -> pd.DataFrame:
