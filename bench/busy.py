@@ -192,9 +192,17 @@ _WORKERS_SPACE = {
                       "max_features": {"low": 2, "high": 8, "int": True}},
     "hist_gradient_boosting": {"max_iter": {"low": 100, "high": 300, "int": True},
                                "max_leaf_nodes": {"low": 15, "high": 63, "int": True}}}
+#: ``--quick``'s: the same families at a fraction of a second a trial (the quick run checks
+#: that the section works, not the figures).
+_WORKERS_SPACE_QUICK = {
+    "random_forest": {"n_estimators": {"low": 5, "high": 15, "int": True},
+                      "max_features": {"low": 2, "high": 8, "int": True}},
+    "hist_gradient_boosting": {"max_iter": {"low": 10, "high": 30, "int": True},
+                               "max_leaf_nodes": {"low": 15, "high": 63, "int": True}}}
 
 
-def _study(folder: Path, frame, trials: int, workers: int) -> tuple[float, float, list]:
+def _study(folder: Path, frame, trials: int, workers: int,
+           space: dict = _WORKERS_SPACE) -> tuple[float, float, list]:
     """One study of ``trials`` trials with ``workers`` workers: (trials ended per minute,
     seconds of the whole tune, the trials as (number, params, value, state))."""
     import yaml
@@ -205,7 +213,7 @@ def _study(folder: Path, frame, trials: int, workers: int) -> tuple[float, float
 
     raw = yaml.safe_load((Path(__file__).resolve().parents[1] / "params.yaml").read_text())
     raw["tune"].update(n_trials=trials, timeout=None, cv_folds=3, workers=workers,
-                       launcher="local", blend=False, space=_WORKERS_SPACE,
+                       launcher="local", blend=False, space=space,
                        families=["random_forest", "hist_gradient_boosting"],
                        storage=f"journal:{folder / 'optuna.journal'}")
     config = parse_config(raw, env={}, origin="bench")
@@ -249,15 +257,16 @@ def workers(plan, work: Path, real: Path | None, row: Callable[..., dict]) -> di
     second, the fixed cost per trial (the sampler, the storage, the tune step logging each
     trial to MLflow on the same 2 cores) is what gets measured, not tuning throughput."""
     rows, trials = (800, 4) if plan.quick else (16_512, 12)
+    space = _WORKERS_SPACE_QUICK if plan.quick else _WORKERS_SPACE
     frame, _, what = _training_frame(rows, real)
 
-    one, one_s, one_trials = _study(work / "one", frame, trials, 1)
+    one, one_s, one_trials = _study(work / "one", frame, trials, 1, space)
     with one_core():
-        one_thread, _, _ = _study(work / "one-core", frame, trials, 1)
-    two, _, _ = _study(work / "two", frame, trials, 2)
+        one_thread, _, _ = _study(work / "one-core", frame, trials, 1, space)
+    two, _, _ = _study(work / "two", frame, trials, 2, space)
     with busy_neighbour():
-        two_busy, _, _ = _study(work / "two-busy", frame, trials, 2)
-        _, one_busy_s, one_busy_trials = _study(work / "one-busy", frame, trials, 1)
+        two_busy, _, _ = _study(work / "two-busy", frame, trials, 2, space)
+        _, one_busy_s, one_busy_trials = _study(work / "one-busy", frame, trials, 1, space)
     scaling, over_threads = two / one_thread, two / one
     kept, slower = two_busy / two, one_busy_s / one_s
     same = one_trials == one_busy_trials

@@ -2,7 +2,7 @@
 
 ``python -m bench`` (``make bench``) measures everything at full size, about ten minutes on
 2 cores, writes ``bench/results.json`` and prints the tables (Markdown). ``--quick``
-(``make bench BENCH=quick``) runs every section at small sizes in about a minute and writes
+(``make bench BENCH=quick``) runs every section at small sizes in about 2 minutes and writes
 ``bench/results.quick.json``; the test suite runs it so that the benchmarks keep working.
 
 Each figure is measured in this run, next to a reference measured in the same run where one
@@ -753,7 +753,7 @@ ON_REQUEST = ("quality", "champion")
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.split("\n")[0])
-    parser.add_argument("--quick", action="store_true", help="small sizes (about a minute)")
+    parser.add_argument("--quick", action="store_true", help="small sizes (about 2 minutes)")
     parser.add_argument("--only", default=None,
                         help=f"comma-separated sections of {list(SECTIONS)}")
     parser.add_argument("--out", type=Path, default=None,

@@ -55,9 +55,14 @@ def quiet_libraries(*, dvc: bool = False) -> None:
     over DVC's console handlers, which ``import dvc`` installs; only flows use DVC in-process).
 
     MLflow configures its loggers when it is imported; ``MLFLOW_CONFIGURE_LOGGING=false``
-    (unless the caller set it) stops that in this process and the processes it starts.
+    (unless the caller set it) stops that in this process and the processes it starts, and
+    ``MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR=false`` its download bars.
     """
     os.environ.setdefault("MLFLOW_CONFIGURE_LOGGING", "false")
+    # MLflow draws a progress bar for each artifact it downloads, even a small file read
+    # back from the local store (two per training run, when the logged model is checked):
+    # in a pipeline's log they are lines of carriage returns, not progress.
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     for name in LIBRARY_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
     if "mlflow" in sys.modules:  # imported before this call: undo its own handler

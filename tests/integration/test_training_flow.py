@@ -110,6 +110,7 @@ NOISE = {
     "Great Expectations' temporary folders": r"ephemeral docs site",
     "DVC's lock-file lines": r"lock file 'dvc\.lock'",
     "MLflow's table creation": r"database tables",
+    "MLflow's download progress bars": r"Downloading artifacts",
     "MLflow's registration prints": r"Successfully registered model|Created version '",
     "DVC's status dictionaries": r"changed deps|changed outs",
     "MLflow's log format": r"^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d ",

@@ -63,7 +63,6 @@ def champion(config: Config, root: Path) -> Served:
 def _test_slices(client: Any, run: Any) -> list[dict]:
     """The slices the evaluation of the champion's training run logged (empty when none
     did: a version registered by hand, or before slices were logged)."""
-    import os
     import tempfile
 
     if run is None:
@@ -74,20 +73,13 @@ def _test_slices(client: Any, run: Any) -> list[dict]:
                                             f"tags.train_run_id = '{run_id}'")
     if not runs:
         return []
-    progress = os.environ.get("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR")
-    os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = "false"  # no bar on the console
-    try:
+    try:  # without a progress bar: tabreg.logs.quiet_libraries turns MLflow's off
         with tempfile.TemporaryDirectory() as tmp:
             path = client.download_artifacts(runs[0].info.run_id, "slices.json", tmp)
             return list(json.loads(Path(path).read_text())["slices"])
     except Exception as exc:  # noqa: BLE001 - the report says there are none to compare
         log.info("no test slices for run %s (%s)", run_id, type(exc).__name__)
         return []
-    finally:
-        if progress is None:
-            os.environ.pop("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", None)
-        else:
-            os.environ["MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR"] = progress
 
 
 def reference(config: Config, root: Path, served: Served) -> tuple[pd.DataFrame, np.ndarray]:
