@@ -60,8 +60,8 @@ def quiet_libraries(*, dvc: bool = False) -> None:
     """
     os.environ.setdefault("MLFLOW_CONFIGURE_LOGGING", "false")
     # MLflow draws a progress bar for each artifact it downloads, even a small file read
-    # back from the local store (two per training run, when the logged model is checked):
-    # in a pipeline's log they are lines of carriage returns, not progress.
+    # back from the local store (two per training run, when log_model checks the logged
+    # model against its input example): in a pipeline's log, lines of noise, not progress.
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
     for name in LIBRARY_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
