@@ -263,27 +263,29 @@ def workers(plan, work: Path, real: Path | None, row: Callable[..., dict]) -> di
     one, one_s, one_trials = _study(work / "one", frame, trials, 1, space)
     with one_core():
         one_thread, _, _ = _study(work / "one-core", frame, trials, 1, space)
-    two, _, _ = _study(work / "two", frame, trials, 2, space)
+    two, _, two_trials = _study(work / "two", frame, trials, 2, space)
     with busy_neighbour():
-        two_busy, _, _ = _study(work / "two-busy", frame, trials, 2, space)
+        two_busy, _, two_busy_trials = _study(work / "two-busy", frame, trials, 2, space)
         _, one_busy_s, one_busy_trials = _study(work / "one-busy", frame, trials, 1, space)
     scaling, over_threads = two / one_thread, two / one
     kept, slower = two_busy / two, one_busy_s / one_s
     same = one_trials == one_busy_trials
+    same_two = two_trials == one_trials and two_busy_trials == one_trials
     return {"rows": what, "trials": trials, "one_worker_per_min": round(one, 2),
             "one_worker_one_thread_per_min": round(one_thread, 2),
             "two_workers_per_min": round(two, 2), "two_workers_busy_per_min": round(two_busy, 2),
             "one_worker_seconds": round(one_s, 1), "one_worker_busy_seconds": round(one_busy_s, 1),
-            "one_worker_same_trials_busy": same,
+            "one_worker_same_trials_busy": same, "two_workers_same_trials": same_two,
             "table": [
                 row(f"tuning: trials ended per minute, 2 workers over 1 at one thread per fit "
                     f"({trials} trials, {what}, 2 idle cores)", f"{two:.1f}/min",
                     f"{one_thread:.1f}/min", f"{scaling:.2f}x", ">= 1.6x", scaling >= 1.6),
                 row("tuning: 2 workers over 1 worker whose fits use both cores' threads",
                     f"{two:.1f}/min", f"{one:.1f}/min", f"{over_threads:.2f}x"),
-                row("tuning: 2 workers beside a busy process pinned to core 0, over idle",
-                    f"{two_busy:.1f}/min", f"{two:.1f}/min", f"{kept:.2f}x", ">= 0.6x",
-                    kept >= 0.6),
+                row("tuning: 2 workers beside a busy process pinned to core 0, over idle; "
+                    "the same trials and values as 1 worker, idle and busy: "
+                    f"{'yes' if same_two else 'NO'}", f"{two_busy:.1f}/min", f"{two:.1f}/min",
+                    f"{kept:.2f}x", ">= 0.6x, same trials", kept >= 0.6 and same_two),
                 row("tuning: 1 worker beside the busy process, over idle (time); same trials "
                     f"and values: {'yes' if same else 'NO'}", f"{one_busy_s:.0f} s",
                     f"{one_s:.0f} s", f"{slower:.2f}x", "<= 2.2x, same trials",

@@ -285,6 +285,9 @@ class TuneConfig(_Frozen):
     cv_folds: int = Field(default=3, ge=2)
     storage: str | None = None  # null: a journal file in the project (OPTUNA_STORAGE overrides)
     workers: int | None = Field(default=None, description="worker processes; null: one a core")
+    #: Trial n is proposed and pruned from trials 0..n-1-lag only, once they are finished, so
+    #: that up to lag + 1 workers, idle or busy, run the same trials (``tuning.worker``).
+    lag: int = Field(default=3, ge=0)
     oversubscribe: bool = False  # allow more workers than usable cores
     #: Where the workers run: local processes, the tune-worker deployment's flow runs, or
     #: (``inline``) the tune step's own process, one trial at a time.

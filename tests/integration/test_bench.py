@@ -50,6 +50,7 @@ def test_quick_bench_runs_every_section(tmp_path):
         workers["one_worker_busy_seconds"] / workers["one_worker_seconds"], rel=0.05, abs=ROUNDING)
     # One worker under a budget in trials runs the same trials beside a busy process.
     assert workers["one_worker_same_trials_busy"] is True
+    assert workers["two_workers_same_trials"] is True  # tune.lag
     assert "| tuning: trials ended per minute, 2 workers over 1" in done.stdout
     assert "beside a busy process pinned to core 0, over the same fit alone" in done.stdout
     assert sections["serving"]["one_row"]["p50_ms"] > 0

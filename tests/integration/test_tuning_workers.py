@@ -132,29 +132,44 @@ def _busy() -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-c", "while True: pass"])
 
 
-def test_one_worker_gives_the_same_trials_idle_beside_a_busy_process_and_inline(project,
-                                                                               tmp_path):
+def _finished_trials(root: Path) -> list[tuple]:
+    return [(t.number, t.params, t.value, t.state.name) for t in trials(root)]
+
+
+def test_the_same_trials_from_one_worker_two_beside_a_busy_process_and_inline(project,
+                                                                              tmp_path):
+    """A trial is proposed and pruned from the trials ``tune.lag`` before it, once they are
+    finished: one worker, two workers beside a busy process, and the tune step's own process
+    run the same trials (parameters, values, pruned or not). 16 trials, so that the last ones
+    come from TPE's model, past its 10 random start-up trials (and the pruner's start-up)."""
+    from tabreg.config import load_config
+    from tabreg.tuning.worker import sampler
+
     mixed = {"families": ["random_forest", "hist_gradient_boosting"], "timeout": None,
-             "n_trials": 5, "workers": 1}
+             "n_trials": 16, "workers": 1}
     root = project(**mixed)
+    config = load_config(root / "params.yaml", env={})
+    startup = sampler(config, 0, mixed["n_trials"])._n_startup_trials
+    assert mixed["n_trials"] - 1 - config.tune.lag > startup, "no trial would use TPE's model"
     tune(root)
-    idle = [(t.number, t.params, t.value, t.state.name) for t in trials(root)]
+    alone = _finished_trials(root)
+    assert len(alone) == 16 and {p["family"] for _, p, _, _ in alone} == set(mixed["families"])
+
     (root / "optuna.journal").rename(tmp_path / "first.journal")
+    set_params(root, "tune", workers=2)
     busy = _busy()
     try:
         tune(root)
     finally:
         busy.kill()
-    again = [(t.number, t.params, t.value, t.state.name) for t in trials(root)]
-    assert again == idle
-    assert {p["family"] for _, p, _, _ in idle} == set(mixed["families"])
+    assert _finished_trials(root) == alone
 
     # In the tune step's own process (no worker process): the same trials, each reported.
     (root / "optuna.journal").rename(tmp_path / "second.journal")
-    set_params(root, "tune", launcher="inline")
+    set_params(root, "tune", launcher="inline", workers=1)
     err = tune(root)
-    assert [(t.number, t.params, t.value, t.state.name) for t in trials(root)] == idle
-    assert len([line for line in err.splitlines() if line.startswith("tune: trial ")]) == 5
+    assert _finished_trials(root) == alone
+    assert len([line for line in err.splitlines() if line.startswith("tune: trial ")]) == 16
     study = json.loads((root / "reports/tuning/study.json").read_text())
     assert study["workers"] == 1 and study["launcher"] == "inline"
 

@@ -243,3 +243,74 @@ def test_a_worker_run_in_the_steps_process_gives_sigterm_back(tmp_path):
     with pytest.raises(VersionMismatch, match="no study 'nope'"):
         worker.work(tmp_path, f"journal:{tmp_path / 'optuna.journal'}", "nope")
     assert signal.getsignal(signal.SIGTERM) is before
+
+
+def test_a_trial_sees_only_the_trials_lag_before_it():
+    """What TPE and the pruner read through the view: trials numbered below n - lag."""
+    from tabreg.tuning.worker import LaggedView
+
+    study = optuna.create_study()
+    for value in range(8):
+        study.add_trial(optuna.trial.create_trial(value=float(value)))
+    view = LaggedView(study, number=6, lag=2)
+    assert [t.number for t in view.get_trials(deepcopy=False)] == [0, 1, 2, 3]
+    assert [t.number for t in view._get_trials(deepcopy=False, use_cache=True)] == [0, 1, 2, 3]
+    assert [t.number for t in view.trials] == [0, 1, 2, 3]
+    assert view.directions == study.directions  # anything else is the study's own
+    assert [t.number for t in LaggedView(study, number=1, lag=3).get_trials()] == []
+
+
+def test_a_trial_waits_for_the_trials_it_will_see_to_finish():
+    import threading
+
+    from tabreg.tuning.worker import wait_for_view
+
+    study = optuna.create_study()
+    study.add_trial(optuna.trial.create_trial(value=1.0))
+    running = study.ask()  # number 1, RUNNING
+    later = study.ask()  # number 2: not waited for when the view stops below it
+    assert wait_for_view(study, before=1) == []
+    timer = threading.Timer(0.5, study.tell, (running, 2.0))
+    timer.start()
+    try:
+        assert wait_for_view(study, before=2, poll=0.05) == [running.number]
+    finally:
+        timer.cancel()
+    assert study.trials[running.number].state.name == "COMPLETE"
+    assert later.number == 2
+
+
+def test_the_lag_names_the_study():
+    """Another lag proposes other trials: it is another study, not a resumed one."""
+    assert study_name(config_with(lag=0), "abc123") != study_name(CONFIG, "abc123")
+
+
+def test_no_more_workers_start_than_trials_can_run_at_once():
+    from tabreg.tuning.coordinator import workers_to_start
+
+    assert workers_to_start(2, pending=50, lag=3) == 2
+    assert workers_to_start(8, pending=50, lag=3) == 4  # the others would only wait
+    assert workers_to_start(8, pending=2, lag=3) == 2
+    assert workers_to_start(2, pending=50, lag=0) == 1  # each trial waits for all before it
+
+
+def test_a_worker_waits_before_it_claims_the_next_trial():
+    """Before claiming, the view of the lowest WAITING trial of the budget is waited for, so
+    a trial's recorded time is its own work, not the wait."""
+    import threading
+
+    from tabreg.tuning.worker import wait_for_view
+
+    study = optuna.create_study()
+    first, second = study.ask(), study.ask()  # 0 and 1, RUNNING
+    for _ in range(2):
+        study.enqueue_trial({})  # 2 and 3, WAITING
+    assert wait_for_view(study, None, lag=2, budget=4) == []  # trial 2 sees nothing yet
+    timer = threading.Timer(0.3, study.tell, (first, 1.0))
+    timer.start()
+    try:  # trial 2 with lag 1 sees trial 0: waited for; trial 1 is not
+        assert wait_for_view(study, None, lag=1, budget=4, poll=0.05) == [first.number]
+    finally:
+        timer.cancel()
+    assert wait_for_view(study, None, lag=0, budget=2) == []  # no WAITING trial in the budget
+    assert second.number == 1

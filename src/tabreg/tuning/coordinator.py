@@ -85,6 +85,12 @@ def open_study(config: Config, root: Path, url: str, data_version: str) -> Any:
     return study
 
 
+def workers_to_start(asked: int, pending: int, lag: int) -> int:
+    """No more workers than trials left to run, nor than trials that can run at once: trial n
+    waits for trials 0..n-1-lag (``tuning.worker.LaggedView``), so lag + 1 run side by side."""
+    return min(asked, pending, lag + 1)
+
+
 def tune(config: Config, root: Path, *, parent_run_id: str | None = None) -> TuneResult:
     """Run (or resume) the study until ``tune.n_trials`` trials have ended, or the guard
     (``tune.timeout``) fires; the training split is ``paths.train`` under ``root``."""
@@ -104,7 +110,11 @@ def tune(config: Config, root: Path, *, parent_run_id: str | None = None) -> Tun
     budget = config.tune.n_trials
     schedule = family_schedule(config.tune.families, config.tune.family_weights, budget)
     pending = shared.ensure_budget(study, budget, schedule)
-    started = min(workers, pending)  # no more workers than trials left to run
+    if workers > config.tune.lag + 1:
+        log.warning("tune: %d workers asked for, but with tune.lag %d only %d trials can run "
+                    "at once; starting %d (a larger lag lets more run, as another study)",
+                    workers, config.tune.lag, config.tune.lag + 1, config.tune.lag + 1)
+    started = workers_to_start(workers, pending, config.tune.lag)
     threads = fit_threads(max(started, 1))
     log.info("tune: study %s: %d of %d trials done; %d to run on %d %s worker(s)",
              study.study_name, budget - pending, budget, pending, started, where)

@@ -8,7 +8,9 @@ talks to nothing but the storage. The tune step logs the trials to MLflow as the
 
 Each trial is cross-validated on the training split (the test split is never read), reported
 fold by fold (and, for the MLP, epoch by epoch on the first fold) to a median pruner, under
-a thread budget (``tabreg.resources``).
+a thread budget (``tabreg.resources``). A trial learns from, and is pruned against, only the
+trials ``tune.lag`` or more before it, once they are finished (:class:`LaggedView`), so that
+the trials do not depend on how many workers run or how fast.
 """
 
 from __future__ import annotations
@@ -122,6 +124,68 @@ def prune_within_family(finished: list, trial: Any) -> bool:
     return value > float(np.median(others))
 
 
+class LaggedView:
+    """The study as trial ``number`` sees it: only the trials numbered below ``number - lag``.
+
+    Why: with several workers, what a trial is proposed from (TPE) and judged against (the
+    pruner) would otherwise be whichever trials had finished when it started or reported, so
+    the order in which trials finish, which the number of workers or a busy neighbour
+    changes, would steer the search. Trial n instead waits until trials 0..n-1-lag are
+    finished (:func:`wait_for_view`) and sees those only: any number of workers up to
+    lag + 1, idle or busy, runs the same trials. Everything else is the study's own.
+    """
+
+    def __init__(self, study: Any, number: int, lag: int) -> None:
+        self._study, self.before = study, number - lag
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._study, name)
+
+    def _seen(self, trials: list) -> list:
+        return [t for t in trials if t.number < self.before]
+
+    def get_trials(self, deepcopy: bool = True, states: Any = None) -> list:
+        return self._seen(self._study.get_trials(deepcopy=deepcopy, states=states))
+
+    def _get_trials(self, deepcopy: bool = True, states: Any = None,
+                    use_cache: bool = False) -> list:
+        return self._seen(self._study._get_trials(deepcopy=deepcopy, states=states,
+                                                  use_cache=use_cache))
+
+    @property
+    def trials(self) -> list:
+        return self.get_trials()
+
+
+def wait_for_view(study: Any, before: int | None, *, lag: int = 0, budget: int = 0,
+                  poll: float = 0.2) -> list[int]:
+    """Wait until every trial numbered below ``before`` is finished, failing those whose
+    worker died meanwhile; the time guard or a stop ends the wait. Returns the numbers waited
+    for. ``before=None``: the view of the next trial to claim (the lowest WAITING one of the
+    ``budget``, less ``lag``), so that a worker waits before it claims, and a trial's recorded
+    time is its own work.
+
+    It cannot wait in a circle: the trials waited for were claimed earlier (claims go in
+    number order), and each of them waits, if at all, only for lower numbers."""
+    waited: set[int] = set()
+    while not shared.deadline_passed(study):
+        trials = study.get_trials(deepcopy=False)
+        below = before
+        if below is None:
+            waiting = [t.number for t in trials
+                       if t.state.name == "WAITING" and t.number < budget]
+            below = min(waiting) - lag if waiting else -1
+        open_ = [t.number for t in trials
+                 if t.number < below and t.state.name not in shared.FINISHED]
+        if not open_:
+            break
+        waited.update(open_)
+        shared.fail_dead_trials(study)
+        _STOP.exit_if_asked()
+        time.sleep(poll)
+    return sorted(waited)
+
+
 class _Heartbeat:
     """Beats for a trial while it runs, on storages that have a heartbeat (databases)."""
 
@@ -157,28 +221,34 @@ def run_trial(study: Any, frozen: Any, config: Config, train: pd.DataFrame, *,
 
     heartbeat = _Heartbeat(study, frozen._trial_id)
     study.sampler = sampler(config, frozen.number, budget)
+    # A Study for the trial, the sampler and the pruner (they only read trials through it).
+    view: Any = LaggedView(study, frozen.number, config.tune.lag)
     try:
-        trial = optuna.Trial(study, frozen._trial_id)
-
-        def report(value: float, step: int) -> None:
-            trial.report(value, step)
-            if trial.should_prune():
-                raise optuna.TrialPruned(f"pruned at step {step} (rmse {number(value)})")
-
         try:
             with _STOP.interruptible():  # a stop asked for while claiming ends the trial here
+                wait_for_view(study, view.before)
+                trial = optuna.Trial(view, frozen._trial_id)
+
+                def report(value: float, step: int) -> None:
+                    trial.report(value, step)
+                    if trial.should_prune():
+                        raise optuna.TrialPruned(f"pruned at step {step} (rmse "
+                                                 f"{number(value)})")
+
                 candidate = suggest(trial, config)
                 with thread_budget(threads, with_torch=candidate.family == "mlp") as n_jobs:
                     scores, oof = cross_validate(candidate, config, train, report,
                                                  n_jobs=n_jobs)
         except optuna.TrialPruned:
-            study.tell(trial, state=optuna.trial.TrialState.PRUNED, skip_if_finished=True)
+            study.tell(frozen.number, state=optuna.trial.TrialState.PRUNED,
+                       skip_if_finished=True)
             return "PRUNED"
         except BaseException as exc:  # a stopped worker (SIGTERM, Ctrl-C) fails its trial too
             reason = (f"{type(exc).__name__}: {exc}" if isinstance(exc, Exception)
                       else "its worker was stopped")[:2000]
             study._storage.set_trial_system_attr(frozen._trial_id, "fail_reason", reason)
-            study.tell(trial, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
+            study.tell(frozen.number, state=optuna.trial.TrialState.FAIL,
+                       skip_if_finished=True)
             if not isinstance(exc, Exception):
                 raise
             log.warning("tune-worker: trial %d failed: %s", frozen.number, reason)
@@ -292,6 +362,7 @@ def _work(root: Path, storage_url: str, name: str, *, threads: int | None,
             break
         shared.fail_dead_trials(study)
         _STOP.exit_if_asked()
+        wait_for_view(study, None, lag=config.tune.lag, budget=budget)
         frozen = shared.claim(study, budget)
         if frozen is None:
             break
