@@ -132,7 +132,7 @@ def _busy() -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-c", "while True: pass"])
 
 
-def _finished_trials(root: Path) -> list[tuple]:
+def _trial_rows(root: Path) -> list[tuple]:
     return [(t.number, t.params, t.value, t.state.name) for t in trials(root)]
 
 
@@ -152,7 +152,7 @@ def test_the_same_trials_from_one_worker_two_beside_a_busy_process_and_inline(pr
     startup = sampler(config, 0, mixed["n_trials"])._n_startup_trials
     assert mixed["n_trials"] - 1 - config.tune.lag > startup, "no trial would use TPE's model"
     tune(root)
-    alone = _finished_trials(root)
+    alone = _trial_rows(root)
     assert len(alone) == 16 and {p["family"] for _, p, _, _ in alone} == set(mixed["families"])
 
     (root / "optuna.journal").rename(tmp_path / "first.journal")
@@ -162,13 +162,13 @@ def test_the_same_trials_from_one_worker_two_beside_a_busy_process_and_inline(pr
         tune(root)
     finally:
         busy.kill()
-    assert _finished_trials(root) == alone
+    assert _trial_rows(root) == alone
 
     # In the tune step's own process (no worker process): the same trials, each reported.
     (root / "optuna.journal").rename(tmp_path / "second.journal")
     set_params(root, "tune", launcher="inline", workers=1)
     err = tune(root)
-    assert _finished_trials(root) == alone
+    assert _trial_rows(root) == alone
     assert len([line for line in err.splitlines() if line.startswith("tune: trial ")]) == 16
     study = json.loads((root / "reports/tuning/study.json").read_text())
     assert study["workers"] == 1 and study["launcher"] == "inline"

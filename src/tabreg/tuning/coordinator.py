@@ -110,11 +110,11 @@ def tune(config: Config, root: Path, *, parent_run_id: str | None = None) -> Tun
     budget = config.tune.n_trials
     schedule = family_schedule(config.tune.families, config.tune.family_weights, budget)
     pending = shared.ensure_budget(study, budget, schedule)
-    if workers > config.tune.lag + 1:
+    started = workers_to_start(workers, pending, config.tune.lag)
+    if workers > (at_once := workers_to_start(workers, workers, config.tune.lag)):
         log.warning("tune: %d workers asked for, but with tune.lag %d only %d trials can run "
                     "at once; starting %d (a larger lag lets more run, as another study)",
-                    workers, config.tune.lag, config.tune.lag + 1, config.tune.lag + 1)
-    started = workers_to_start(workers, pending, config.tune.lag)
+                    workers, config.tune.lag, at_once, min(at_once, pending))
     threads = fit_threads(max(started, 1))
     log.info("tune: study %s: %d of %d trials done; %d to run on %d %s worker(s)",
              study.study_name, budget - pending, budget, pending, started, where)
