@@ -763,6 +763,9 @@ def main(argv: list[str] | None = None) -> int:
         os.environ.setdefault(key, value)
     for key in PER_MACHINE:
         os.environ.pop(key, None)
+    from tabreg.logs import quiet_libraries
+
+    quiet_libraries()  # MLflow's table creation and download bars are not the bench's figures
     plan = QUICK if args.quick else FULL
     names = args.only.split(",") if args.only else [n for n in SECTIONS if n not in ON_REQUEST]
     unknown = [n for n in names if n not in SECTIONS]

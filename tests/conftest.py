@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import atexit
 import os
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -23,6 +24,30 @@ PROJECT_FILES = ("params.yaml", "profile.yaml", "dvc.yaml", ".dvcignore", "expec
                  "plots", "src/tabreg")
 #: Environment variables that would point a throwaway project at the user's data or stores.
 PER_MACHINE = ("DATA_SOURCE", "MLFLOW_TRACKING_URI", "OPTUNA_STORAGE", "INFERENCE_LOG")
+
+#: Lines a run on good data must not print: library bookkeeping and warnings a user cannot
+#: act on, DVC's status dictionaries, and the formats other than Prefect's one.
+NOISE = {
+    "MLflow's dataset source warning": r"can be interpreted in multiple ways",
+    "Optuna's ExperimentalWarning": r"ExperimentalWarning",
+    "mlflow.sklearn's pickle warning": r"pickle or cloudpickle format",
+    "Great Expectations' temporary folders": r"ephemeral docs site",
+    "DVC's lock-file lines": r"lock file 'dvc\.lock'",
+    "MLflow's table creation": r"database tables",
+    "MLflow's download progress bars": r"Downloading artifacts",
+    "MLflow's registration prints": r"Successfully registered model|Created version '",
+    "DVC's status dictionaries": r"changed deps|changed outs",
+    "MLflow's log format": r"^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d ",
+    "DVC's log format": r"^(WARNING|INFO|ERROR): ",
+    "any warning": r"\| WARNING \|",
+}
+
+
+def noise(lines: list[str]) -> dict[str, list[str]]:
+    """The lines of :data:`NOISE` found in ``lines``, by what they are (empty: none)."""
+    found = {what: [line for line in lines if re.search(pattern, line)]
+             for what, pattern in NOISE.items()}
+    return {what: hits for what, hits in found.items() if hits}
 
 #: A budget small enough for tests: every family, a few trials, seconds each, run in the tune
 #: step's own process (a worker process's start-up would cost more than its trials; the tests

@@ -16,7 +16,7 @@ from flows.training import main, training
 from tabreg.config import ROW_ID
 from tabreg.data import synthetic
 from tabreg.data.landing import BatchRejected
-from tests.conftest import ROOT, build_project, set_params
+from tests.conftest import ROOT, build_project, noise, set_params
 from tests.integration.prefect_view import prefect_view
 
 pytestmark = pytest.mark.integration
@@ -101,22 +101,6 @@ def test_flow_and_dvc_agree(trained):
     assert stale(root) == set()
 
 
-#: Lines a run on good data must not print: library bookkeeping and warnings a user cannot
-#: act on, DVC's status dictionaries, and the formats other than Prefect's one.
-NOISE = {
-    "MLflow's dataset source warning": r"can be interpreted in multiple ways",
-    "Optuna's ExperimentalWarning": r"ExperimentalWarning",
-    "mlflow.sklearn's pickle warning": r"pickle or cloudpickle format",
-    "Great Expectations' temporary folders": r"ephemeral docs site",
-    "DVC's lock-file lines": r"lock file 'dvc\.lock'",
-    "MLflow's table creation": r"database tables",
-    "MLflow's download progress bars": r"Downloading artifacts",
-    "MLflow's registration prints": r"Successfully registered model|Created version '",
-    "DVC's status dictionaries": r"changed deps|changed outs",
-    "MLflow's log format": r"^\d{4}/\d\d/\d\d \d\d:\d\d:\d\d ",
-    "DVC's log format": r"^(WARNING|INFO|ERROR): ",
-    "any warning": r"\| WARNING \|",
-}
 
 
 def test_command_line_prints_the_summary(make_project, capsys):
@@ -133,9 +117,7 @@ def test_command_line_prints_the_summary(make_project, capsys):
                           cwd=root, env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     out, printed = done.stdout, (done.stdout + done.stderr).splitlines()
-    found = {what: [line for line in printed if re.search(pattern, line)]
-             for what, pattern in NOISE.items()}
-    assert not {what: lines for what, lines in found.items() if lines}, done.stderr
+    assert not noise(printed), done.stderr
     stamped = [line for line in printed if re.match(r"^\d", line)]
     assert stamped and all(re.match(r"^\d\d:\d\d:\d\d\.\d{3} \| ", line) for line in stamped)
     assert "ingest: not run before, running" in done.stderr  # decisions as sentences
